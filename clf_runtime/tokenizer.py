@@ -1,0 +1,77 @@
+"""GPT-2 byte-pair encoding, built by tiktoken from ranks shipped inside this package.
+
+No network access ever: tiktoken's own ``get_encoding("gpt2")`` downloads its files, so the
+ranks live in ``clf_runtime/data/gpt2.tiktoken`` (converted once from OpenAI's
+``encoder.json`` + ``vocab.bpe``; see ``data/LICENSE-gpt2``).
+
+User text is always encoded with ``encode_ordinary``: ``<|endoftext|>`` typed by a user is
+ordinary text and never raises.
+"""
+
+from __future__ import annotations
+
+import base64
+import functools
+import hashlib
+from collections.abc import Sequence
+from importlib import resources
+
+import tiktoken
+
+__all__ = ["END_OF_TEXT_ID", "TOKENIZER_NAME", "encode_batch", "get_encoding"]
+
+TOKENIZER_NAME = "gpt2"
+END_OF_TEXT_ID = 50256
+_RANKS_FILE = "gpt2.tiktoken"
+_RANKS_SHA256 = "306cd27f03c1a714eca7108e03d66b7dc042abe8c258b44c199a7ed9838dd930"
+# The same split pattern tiktoken uses for its "gpt2" encoding.
+_GPT2_PATTERN = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
+
+
+def _load_ranks() -> dict[bytes, int]:
+    raw = resources.files("clf_runtime").joinpath("data").joinpath(_RANKS_FILE).read_bytes()
+    digest = hashlib.sha256(raw).hexdigest()
+    if digest != _RANKS_SHA256:
+        raise RuntimeError(
+            f"the packaged tokenizer file {_RANKS_FILE} is corrupt (sha256 {digest}, expected "
+            f"{_RANKS_SHA256}); reinstall the package"
+        )
+    ranks: dict[bytes, int] = {}
+    for line in raw.splitlines():
+        token, rank = line.split()
+        ranks[base64.b64decode(token)] = int(rank)
+    return ranks
+
+
+@functools.cache
+def get_encoding(name: str = TOKENIZER_NAME) -> tiktoken.Encoding:
+    """Return the tiktoken encoding ``name`` (only ``"gpt2"`` exists), built offline."""
+    if name != TOKENIZER_NAME:
+        raise ValueError(f"unknown tokenizer {name!r}: this package ships only {TOKENIZER_NAME!r}")
+    return tiktoken.Encoding(
+        name=f"clf-{TOKENIZER_NAME}",
+        pat_str=_GPT2_PATTERN,
+        mergeable_ranks=_load_ranks(),
+        special_tokens={"<|endoftext|>": END_OF_TEXT_ID},
+        explicit_n_vocab=END_OF_TEXT_ID + 1,
+    )
+
+
+def encode_batch(
+    texts: Sequence[str], *, max_length: int | None = None, num_threads: int = 2
+) -> list[list[int]]:
+    """Encode texts as ordinary text; keep the first ``max_length`` tokens of each (head truncation).
+
+    An empty text encodes to ``[END_OF_TEXT_ID]`` so that every text has a last real token to
+    pool on: the model sees "end of text" and nothing else.
+    """
+    enc = get_encoding()
+    ids = enc.encode_ordinary_batch(list(texts), num_threads=num_threads)
+    out: list[list[int]] = []
+    for seq in ids:
+        if not seq:
+            seq = [END_OF_TEXT_ID]
+        elif max_length is not None and len(seq) > max_length:
+            seq = seq[:max_length]
+        out.append(seq)
+    return out

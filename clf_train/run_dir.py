@@ -1,0 +1,189 @@
+"""The run directory written by ``clf-train`` and read by ``clf-export``.
+
+Layout (every file written atomically)::
+
+    RUN/config.json        model config + training config + labels + pooling + max_length
+    RUN/model.safetensors  best weights (GPTClassifier state dict), never pickle
+    RUN/metrics.json       per split: n, accuracy, loss, per-class P/R/F1, confusion matrix
+    RUN/history.json       per-epoch train/val loss and accuracy
+    RUN/loss.png, RUN/accuracy.png
+    RUN/split/{train,val,test}.jsonl   the exact split used: {"text": ..., "label": ...}
+    RUN/checkpoint/        resumable state while training (removed when the run completes)
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from clf_runtime._version import __version__
+from clf_runtime.atomic import atomic_path, atomic_write_json, atomic_write_text
+
+from .model import GPTClassifier, GPTConfig
+
+__all__ = [
+    "CONFIG_FILE",
+    "HISTORY_FILE",
+    "METRICS_FILE",
+    "SPLIT_DIR",
+    "WEIGHTS_FILE",
+    "RunConfig",
+    "RunDirError",
+    "load_run",
+    "read_split",
+    "save_weights",
+    "write_split",
+]
+
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+METRICS_FILE = "metrics.json"
+HISTORY_FILE = "history.json"
+SPLIT_DIR = "split"
+SPLITS = ("train", "val", "test")
+
+
+class RunDirError(Exception):
+    """A run directory is missing files or holds files that do not fit together."""
+
+
+@dataclass
+class RunConfig:
+    """Everything needed to rebuild a trained classifier, stored as ``config.json``."""
+
+    model: GPTConfig
+    labels: list[str]
+    pooling: str = "last"
+    max_length: int = 256
+    train: dict[str, Any] = field(default_factory=dict)
+    """The training config (hyperparameters, seed, data source, init) as given."""
+    package_version: str = __version__
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format": "gpt-clf-run",
+            "package_version": self.package_version,
+            "labels": list(self.labels),
+            "pooling": self.pooling,
+            "max_length": self.max_length,
+            "model": self.model.to_dict(),
+            "train": self.train,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RunConfig:
+        try:
+            return cls(
+                model=GPTConfig.from_dict(data["model"]),
+                labels=list(data["labels"]),
+                pooling=data.get("pooling", "last"),
+                max_length=int(data["max_length"]),
+                train=dict(data.get("train", {})),
+                package_version=str(data.get("package_version", "")),
+            )
+        except (KeyError, TypeError, ValueError) as e:
+            raise RunDirError(f"{CONFIG_FILE} is invalid: {e!r}") from e
+
+    def write(self, run_dir: Path) -> None:
+        atomic_write_json(Path(run_dir) / CONFIG_FILE, self.to_dict())
+
+
+def save_weights(path: Path, model: GPTClassifier, *, run_config: RunConfig | None = None) -> None:
+    """Save ``model``'s state dict as safetensors, atomically, with the config in its header."""
+    tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    meta = {"format": "pt"}
+    if run_config is not None:
+        meta["gpt_clf_config"] = json.dumps(run_config.to_dict())
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata=meta)
+
+
+def load_run(run_dir: str | Path, *, device: str = "cpu") -> tuple[GPTClassifier, RunConfig]:
+    """Rebuild the trained classifier of ``run_dir`` in eval mode.
+
+    Raises :class:`RunDirError` naming the missing file or the mismatching tensor.
+    """
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise RunDirError(
+            f"run directory {run_dir} does not exist; pass the --out DIR of clf-train"
+        )
+    missing = [f for f in (CONFIG_FILE, WEIGHTS_FILE) if not (run_dir / f).is_file()]
+    if missing:
+        raise RunDirError(
+            f"run directory {run_dir} lacks {', '.join(missing)}; it is not a finished clf-train "
+            "run (an interrupted run can be completed with `clf-train --resume DIR`)"
+        )
+    try:
+        cfg = RunConfig.from_dict(json.loads((run_dir / CONFIG_FILE).read_text("utf-8")))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise RunDirError(f"{run_dir / CONFIG_FILE} is not valid JSON: {e}") from e
+    try:
+        state = load_file(str(run_dir / WEIGHTS_FILE), device=device)
+    except (SafetensorError, OSError, ValueError) as e:
+        raise RunDirError(f"{run_dir / WEIGHTS_FILE} is corrupt or unreadable: {e}") from e
+    model = GPTClassifier(cfg.model, len(cfg.labels), pooling=cfg.pooling)
+    check_state_dict(model, state, source=str(run_dir / WEIGHTS_FILE))
+    model.load_state_dict(state)
+    return model.to(device).eval(), cfg
+
+
+def check_state_dict(
+    model: torch.nn.Module, state: dict[str, torch.Tensor], *, source: str
+) -> None:
+    """Raise :class:`RunDirError` listing every missing, unexpected or mis-shaped tensor."""
+    expected = model.state_dict()
+    problems = []
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    if missing:
+        problems.append(f"missing tensors {missing[:5]}{' ...' if len(missing) > 5 else ''}")
+    if unexpected:
+        problems.append(
+            f"unexpected tensors {unexpected[:5]}{' ...' if len(unexpected) > 5 else ''}"
+        )
+    for name in sorted(set(expected) & set(state)):
+        if tuple(expected[name].shape) != tuple(state[name].shape):
+            problems.append(
+                f"{name} has shape {tuple(state[name].shape)}, config expects "
+                f"{tuple(expected[name].shape)}"
+            )
+    if problems:
+        raise RunDirError(
+            f"{source} does not match its config: "
+            + "; ".join(problems[:8])
+            + ". Was config.json edited, or the weights copied from another run?"
+        )
+
+
+def write_split(run_dir: Path, name: str, texts: Sequence[str], labels: Sequence[str]) -> None:
+    """Write one split as JSONL ``{"text": ..., "label": ...}`` (atomically)."""
+    lines = (
+        json.dumps({"text": t, "label": y}, ensure_ascii=False)
+        for t, y in zip(texts, labels, strict=True)
+    )
+    atomic_write_text(Path(run_dir) / SPLIT_DIR / f"{name}.jsonl", "".join(x + "\n" for x in lines))
+
+
+def read_split(run_dir: str | Path, name: str) -> tuple[list[str], list[str]]:
+    """Read one split back: (texts, label names)."""
+    path = Path(run_dir) / SPLIT_DIR / f"{name}.jsonl"
+    if not path.is_file():
+        raise RunDirError(f"{path} is missing; the run directory has no {name!r} split")
+    texts, labels = [], []
+    with path.open(encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, 1):
+            try:
+                row = json.loads(line)
+                texts.append(str(row["text"]))
+                labels.append(str(row["label"]))
+            except (json.JSONDecodeError, KeyError, TypeError) as e:
+                raise RunDirError(f"{path}:{lineno} is not a valid split row: {e}") from e
+    return texts, labels
