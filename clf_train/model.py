@@ -116,10 +116,10 @@ class CausalSelfAttention(nn.Module):
         equals the causal mask seen from position ``length - 1``.
         """
         b, t, c = x.shape
-        w_q, w_kv = self.qkv.weight.split([c, 2 * c], dim=0)
-        b_q, b_kv = (None, None) if self.qkv.bias is None else self.qkv.bias.split([c, 2 * c])
-        q = F.linear(x_query, w_q, b_q)  # (B, 1, C)
-        k, v = F.linear(x, w_kv, b_kv).split(c, dim=2)  # (B, T, C) each
+        # Whole-weight projections (then slicing) keep the weights plain constants in an exported
+        # graph, so int8 quantization finds them; the unused q of the other positions costs <1 %.
+        q = self.qkv(x_query)[..., :c]  # (B, 1, C)
+        k, v = self.qkv(x)[..., c:].split(c, dim=2)  # (B, T, C) each
         key_pos = torch.arange(t, device=x.device)
         mask = (key_pos[None, :] < lengths[:, None])[:, None, None, :]  # (B, 1, 1, T)
         y = F.scaled_dot_product_attention(

@@ -1,0 +1,423 @@
+"""Inference benchmark: clf_runtime (fp32, int8) vs torch eager (Hugging Face) vs optimum.
+
+Every engine serves the SAME weights: a GPT-2 small architecture (``PRESETS["gpt2"]``) with
+random but seeded weights, made once with ``transformers`` as a ``GPT2ForSequenceClassification``
+directory (safetensors + tokenizer files):
+
+- ``torch-fp32``: ``GPT2ForSequenceClassification`` (pad_token_id set) driven the natural way:
+  HF tokenizer, padding to the batch max with attention mask, ``torch.no_grad``, input order.
+- ``optimum-fp32`` / ``optimum-int8``: ``ORTModelForSequenceClassification.from_pretrained(dir,
+  export=True)`` and its dynamic int8 from ``ORTQuantizer`` (avx512_vnni config, or avx2 without
+  VNNI), HF tokenizer with ``padding=True``, input order, SessionOptions with N intra-op threads.
+- ``ours-fp32`` / ``ours-int8``: the same directory loaded by ``clf_train.pretrained``, the HF
+  ``score`` head copied into our head (bias 0), a run directory written, exported by
+  ``clf_export`` (fp32 + int8), served by ``clf_runtime.Classifier`` on the CPU provider.
+
+Texts: the balanced SMS spam test split (``prepare_data("sms-spam", balance=True, seed=123)``,
+300 texts, real length mix). Modes: batch 1 (the first ``--batch1-texts`` texts one by one) and
+batch 32 (all texts in consecutive batches of 32, identical for every engine; ours also once
+given the whole list). Engines are interleaved pass by pass so that machine drift hits all of
+them alike. A fixed-shape sweep (batch x sequence length) feeds ``results/latency.png``.
+
+Usage: ``python benchmarks/bench_inference.py`` (full, ~10 min on 2 cores) or ``--quick``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import common
+import numpy as np
+from engines import MAX_LENGTH, Engine, load_engines, prepare_models
+
+REFERENCE = "torch-fp32"
+
+# ----------------------------------------------------------------------------- measuring
+
+
+def measure_mode(
+    engines: Sequence[Engine],
+    texts: Sequence[str],
+    batch_size: int,
+    *,
+    warmup: int,
+    repeats: int,
+    whole_list: bool = False,
+) -> tuple[dict[str, dict[str, Any]], dict[str, np.ndarray]]:
+    """Time every engine over ``texts`` in consecutive batches, engines interleaved per pass.
+
+    Returns per engine: per-batch latency percentiles, texts/s (texts / median pass time),
+    and the probabilities of the first timed pass (for agreement).
+    """
+    groups = common.batches(list(texts), batch_size)
+    jobs: list[tuple[str, Engine, list[Sequence[str]]]] = [(e.name, e, groups) for e in engines]
+    if whole_list:  # ours given all texts in one call: it sorts by length and batches itself
+        jobs += [
+            (f"{e.name} (whole list)", e, [list(texts)])
+            for e in engines
+            if e.name.startswith("ours-")
+        ]
+    for _, engine, grp in jobs:  # warm-up: a few batches, untimed
+        for batch in grp[:warmup]:
+            engine.run(batch)
+    lat: dict[str, list[float]] = {name: [] for name, _, _ in jobs}
+    passes: dict[str, list[float]] = {name: [] for name, _, _ in jobs}
+    outputs: dict[str, np.ndarray] = {}
+    for rep in range(repeats):
+        for name, engine, grp in jobs:
+            t_pass, outs = 0.0, []
+            for batch in grp:
+                dt, probs = common.timed(lambda b=batch, e=engine: e.run(b))
+                t_pass += dt
+                lat[name].append(dt)
+                outs.append(probs)
+            passes[name].append(t_pass)
+            if rep == 0:
+                outputs[name] = np.concatenate(outs)
+        gc.collect()
+    rows: dict[str, dict[str, Any]] = {}
+    for name, _, grp in jobs:
+        med = float(np.median(passes[name]))
+        rows[name] = {
+            "engine": name,
+            "batch_size": batch_size,
+            "n_texts": len(texts),
+            "n_batches": len(grp),
+            "passes": len(passes[name]),
+            "pass_seconds": [round(x, 4) for x in passes[name]],
+            "texts_per_s": round(len(texts) / med, 2),
+            **common.percentiles(lat[name]),
+        }
+    return rows, outputs
+
+
+def agreement(outputs: dict[str, np.ndarray], reference: str) -> dict[str, dict[str, Any]]:
+    """Argmax agreement and max |prob diff| of each engine's outputs with ``reference``'s."""
+    ref = outputs.get(reference)
+    if ref is None:
+        return {}
+    out = {}
+    for name, probs in outputs.items():
+        out[name] = {
+            "vs": reference,
+            "argmax_agreement": float(np.mean(probs.argmax(1) == ref.argmax(1))),
+            "max_abs_prob_diff": float(np.abs(probs - ref).max()),
+        }
+    return out
+
+
+def sweep(
+    engines: Sequence[Engine],
+    batch_sizes: Sequence[int],
+    seq_lens: Sequence[int],
+    *,
+    warmup: int,
+    repeats: int,
+    seed: int,
+) -> list[dict[str, Any]]:
+    """Fixed-shape latency: random token ids (B, T), every token real, median ms per call."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for b in batch_sizes:
+        for t in seq_lens:
+            ids = rng.integers(0, 50256, size=(b, t), dtype=np.int64)  # no pad id inside
+            for e in engines:
+                for _ in range(warmup):
+                    e.fixed(ids)
+            times: dict[str, list[float]] = {e.name: [] for e in engines}
+            for _ in range(repeats):
+                for e in engines:
+                    times[e.name].append(common.timed(lambda e=e, ids=ids: e.fixed(ids))[0])
+            for e in engines:
+                stats = common.percentiles(times[e.name])
+                rows.append(
+                    {
+                        "engine": e.name,
+                        "batch_size": b,
+                        "seq_len": t,
+                        "p50_ms": stats["p50_ms"],
+                        "min_ms": stats["min_ms"],
+                        "n": stats["n"],
+                        "tokens_per_s": round(b * t / stats["p50_ms"] * 1e3, 1),
+                    }
+                )
+            print(
+                f"  sweep b={b:<3} t={t:<4} "
+                + "  ".join(f"{r['engine']}={r['p50_ms']:.1f}ms" for r in rows[-len(engines) :])
+            )
+    return rows
+
+
+def trained_agreement(run_dir: Path, work: Path, threads: int) -> dict[str, Any]:
+    """int8 vs fp32 argmax agreement (and accuracies) of a trained run on its own test split."""
+    from clf_export import export_run
+    from clf_runtime import Classifier
+    from clf_train.run_dir import read_split
+
+    export_dir = work / "trained_export"  # exported afresh: the run may differ from last time
+    export_run(run_dir, export_dir, quantize=True, overwrite=True)
+    texts, gold = read_split(run_dir, "test")
+    res: dict[str, Any] = {"run_dir": str(run_dir), "n_texts": len(texts)}
+    preds = {}
+    for precision in ("fp32", "int8"):
+        clf = Classifier.load(
+            export_dir, providers=["CPUExecutionProvider"], threads=threads, precision=precision
+        )
+        probs = clf.predict_proba(texts)
+        preds[precision] = probs.argmax(1)
+        names = [clf.labels[i] for i in preds[precision]]
+        res[f"{precision}_accuracy"] = float(
+            np.mean([p == g for p, g in zip(names, gold, strict=True)])
+        )
+    res["int8_vs_fp32_argmax_agreement"] = float(np.mean(preds["int8"] == preds["fp32"]))
+    return res
+
+
+# ----------------------------------------------------------------------------- main
+
+
+def _targets(b32: dict[str, Any], b1: dict[str, Any], agree: dict[str, Any]) -> dict[str, Any]:
+    def tps(rows: dict[str, Any], name: str) -> float | None:
+        return rows.get(name, {}).get("texts_per_s")
+
+    checks = {
+        "b32 ours-int8 / torch-fp32 texts/s >= 10": (
+            common.ratio(tps(b32, "ours-int8"), tps(b32, "torch-fp32")),
+            10.0,
+        ),
+        "b32 ours-fp32 / optimum-fp32 texts/s >= 1.8": (
+            common.ratio(tps(b32, "ours-fp32"), tps(b32, "optimum-fp32")),
+            1.8,
+        ),
+        "b32 ours-int8 / optimum-int8 texts/s >= 1.8": (
+            common.ratio(tps(b32, "ours-int8"), tps(b32, "optimum-int8")),
+            1.8,
+        ),
+        "b1 ours-int8 / torch-fp32 texts/s >= 1": (
+            common.ratio(tps(b1, "ours-int8"), tps(b1, "torch-fp32")),
+            1.0,
+        ),
+        "b1 ours-fp32 / optimum-fp32 texts/s >= 1": (
+            common.ratio(tps(b1, "ours-fp32"), tps(b1, "optimum-fp32")),
+            1.0,
+        ),
+        "b1 ours-int8 / optimum-int8 texts/s >= 1": (
+            common.ratio(tps(b1, "ours-int8"), tps(b1, "optimum-int8")),
+            1.0,
+        ),
+        "ours int8 vs fp32 argmax agreement >= 0.995": (agree.get("ours-int8 vs ours-fp32"), 0.995),
+    }
+    return {
+        k: {"value": v, "threshold": t, "met": None if v is None else v >= t}
+        for k, (v, t) in checks.items()
+    }
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument(
+        "--quick", action="store_true", help="smoke test: few texts, 1 repeat, small sweep"
+    )
+    ap.add_argument(
+        "--preset",
+        default="gpt2",
+        choices=["gpt2", "gpt2-mini", "gpt2-tiny"],
+        help="architecture (weights random, seeded); gpt2 = GPT-2 small",
+    )
+    ap.add_argument("--seed", type=int, default=0, help="seed of the random weights")
+    ap.add_argument("--threads", type=int, default=2, help="intra-op threads of every engine")
+    ap.add_argument(
+        "--batch1-texts",
+        type=int,
+        default=100,
+        help="texts scored one by one in the batch-1 mode (first N of the split)",
+    )
+    ap.add_argument("--repeats", type=int, default=3, help="timed passes per batch mode")
+    ap.add_argument("--warmup", type=int, default=2, help="untimed batches per engine and mode")
+    ap.add_argument("--sweep-repeats", type=int, default=5)
+    ap.add_argument("--no-sweep", action="store_true", help="skip the fixed-shape sweep")
+    ap.add_argument(
+        "--work-dir",
+        type=Path,
+        default=None,
+        help="keep the built models here and reuse them next time (default: temp)",
+    )
+    ap.add_argument(
+        "--rebuild",
+        action="store_true",
+        help="rebuild the models in --work-dir (e.g. after a change to the exporter)",
+    )
+    ap.add_argument(
+        "--trained-run",
+        type=Path,
+        default=None,
+        help="also report int8-vs-fp32 agreement of this trained clf-train run",
+    )
+    ap.add_argument("--out", type=Path, default=common.RESULTS_DIR, help="results directory")
+    ap.add_argument("--name", default=None, help="result file stem (default: inference[_quick])")
+    return ap.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    import torch
+
+    torch.set_num_threads(args.threads)
+    torch.set_num_interop_threads(1)
+    if args.quick:
+        n_b1, n_b32, repeats, sweep_b, sweep_t, sweep_r = 8, 64, 1, (1, 8), (16, 64), 1
+    else:
+        n_b1, n_b32, repeats = args.batch1_texts, None, args.repeats
+        sweep_b, sweep_t, sweep_r = (1, 8, 32), (16, 64, 128), args.sweep_repeats
+    cpu = common.cpu_info()
+    vnni = bool(cpu["flags"].get("avx512_vnni"))
+    tmp = None
+    work = args.work_dir
+    if work is None:
+        tmp = tempfile.TemporaryDirectory(prefix="bench_inference_")
+        work = Path(tmp.name)
+    try:
+        built = prepare_models(work, args.preset, args.seed, vnni, rebuild=args.rebuild)
+        texts, _, _ = common.sms_test_split()
+        texts_b32 = texts if n_b32 is None else texts[:n_b32]
+        texts_b1 = texts[:n_b1]
+        names = ["torch-fp32", "optimum-fp32", "optimum-int8", "ours-fp32", "ours-int8"]
+        engines = load_engines(work, args.threads, names)
+
+        print(f"batch 32: {len(texts_b32)} texts, {repeats} passes per engine ...")
+        b32, out32 = measure_mode(
+            engines, texts_b32, 32, warmup=args.warmup, repeats=repeats, whole_list=True
+        )
+        print(f"batch 1: {len(texts_b1)} texts, {repeats} passes per engine ...")
+        b1, _ = measure_mode(engines, texts_b1, 1, warmup=args.warmup, repeats=repeats)
+        agree = agreement({k: v for k, v in out32.items() if "whole" not in k}, REFERENCE)
+        pairs = {
+            "ours-int8 vs ours-fp32": ("ours-int8", "ours-fp32"),
+            "optimum-int8 vs optimum-fp32": ("optimum-int8", "optimum-fp32"),
+            "ours-fp32 vs optimum-fp32": ("ours-fp32", "optimum-fp32"),
+        }
+        agree_flat = {
+            k: float(np.mean(out32[a].argmax(1) == out32[b].argmax(1)))
+            for k, (a, b) in pairs.items()
+        }
+        agree_flat["ours-fp32 whole list vs batches max_abs_prob_diff"] = float(
+            np.abs(out32["ours-fp32 (whole list)"] - out32["ours-fp32"]).max()
+        )
+        sweep_rows = (
+            []
+            if args.no_sweep
+            else sweep(engines, sweep_b, sweep_t, warmup=1, repeats=sweep_r, seed=args.seed)
+        )
+        trained = (
+            trained_agreement(args.trained_run, work, args.threads) if args.trained_run else None
+        )
+
+        ratios = {}
+        for label, rows in (("batch32", b32), ("batch1", b1)):
+            for a, b in (
+                ("ours-int8", "torch-fp32"),
+                ("ours-fp32", "torch-fp32"),
+                ("ours-fp32", "optimum-fp32"),
+                ("ours-int8", "optimum-int8"),
+                ("optimum-int8", "torch-fp32"),
+            ):
+                ratios[f"{label} {a} / {b}"] = common.ratio(
+                    rows[a]["texts_per_s"], rows[b]["texts_per_s"]
+                )
+        for prec, opt in (("fp32", "optimum-fp32"), ("int8", "optimum-int8")):
+            ratios[f"batch32 ours-{prec} (whole list) / {opt}"] = common.ratio(
+                b32[f"ours-{prec} (whole list)"]["texts_per_s"], b32[opt]["texts_per_s"]
+            )
+        targets = _targets(b32, b1, agree_flat)
+
+        cols = ["engine", "n_texts", "n_batches", "p50_ms", "p99_ms", "texts_per_s"]
+        common.print_table(list(b32.values()), cols, title="batch 32 (SMS test texts)")
+        common.print_table(list(b1.values()), cols, title="batch 1 (SMS test texts)")
+        common.print_table(
+            [{"engine": k, **v} for k, v in agree.items()],
+            ["engine", "vs", "argmax_agreement", "max_abs_prob_diff"],
+            title="agreement with torch fp32 (batch-32 pass)",
+        )
+        common.print_table(
+            [{"pair": k, "value": v} for k, v in agree_flat.items()],
+            ["pair", "value"],
+            title="agreement between engines",
+        )
+        common.print_table(
+            [{"ratio (texts/s)": k, "value": v} for k, v in ratios.items()],
+            ["ratio (texts/s)", "value"],
+            title="ratios (within this run)",
+        )
+        common.print_table(
+            [{"target": k, **v} for k, v in targets.items()],
+            ["target", "value", "threshold", "met"],
+            title="targets",
+        )
+        if trained:
+            print("\ntrained run:", json.dumps(trained))
+
+        tok_hf = None
+        try:
+            from transformers import AutoTokenizer
+
+            from clf_runtime.tokenizer import encode_batch
+
+            hf = AutoTokenizer.from_pretrained(str(work / "hf"))(texts)["input_ids"]
+            tok_hf = int(sum(a == b for a, b in zip(encode_batch(texts), hf, strict=True)))
+        except Exception as e:  # a diagnostic only: never fail the benchmark on it
+            tok_hf = f"not checked: {e!r}"
+        payload = {
+            "benchmark": "inference",
+            "quick": args.quick,
+            "environment": common.environment(
+                threads=args.threads,
+                preset=args.preset,
+                seed=args.seed,
+                repeats=repeats,
+                warmup_batches=args.warmup,
+                max_length=MAX_LENGTH,
+                engines={e.name: e.info for e in engines},
+            ),
+            "texts": {
+                "source": "prepare_data('sms-spam', balance=True, seed=123).test",
+                "n_batch32": len(texts_b32),
+                "n_batch1": len(texts_b1),
+                "hf_tokenizer_equal_to_ours": tok_hf,
+                "n_total": len(texts),
+            },
+            "build": built,
+            "batch32": b32,
+            "batch1": b1,
+            "agreement_vs_torch_fp32": agree,
+            "agreement_between_engines": agree_flat,
+            "ratios_texts_per_s": ratios,
+            "targets": targets,
+            "sweep": sweep_rows,
+            "trained_run_agreement": trained,
+        }
+        name = args.name or ("inference_quick" if args.quick else "inference")
+        path = common.write_result(name, payload, out_dir=args.out)
+        print(f"\nwrote {path}")
+        if sweep_rows:
+            import plot
+
+            png = args.out / ("latency_quick.png" if args.quick else "latency.png")
+            plot.plot_latency(payload, png)
+            print(f"wrote {png}")
+    finally:
+        if tmp is not None:
+            tmp.cleanup()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,395 @@
+"""Training benchmark: ``clf-train`` vs the published chapter-6 recipe, same configuration.
+
+Configuration shared by both sides: GPT-2 small (``PRESETS["gpt2"]``), last transformer block
++ final norm + head trainable, batch 8, AdamW lr 5e-5 weight decay 0.1, 5 epochs, the
+balanced SMS spam split (``prepare_data("sms-spam", balance=True, seed=123)``: 1,045 / 149 / 300
+texts), and the SAME random initialisation: a seeded ``llms_from_scratch.ch04.GPTModel``
+(GPT_CONFIG_124M with qkv_bias=True, drop_rate 0.0) whose ``out_head`` is replaced by a seeded
+``Linear(768, 2)``, saved as a ``.pth`` state dict. No pretrained GPT-2 weights are needed.
+
+- ours: ``clf-train --data train.jsonl --val-data val.jsonl --test-data test.jsonl --weights
+  init.pth --trainable last-block ...`` in a fresh process (the split files are this split, so
+  both sides see the same texts). Timed: the whole process (wall), and the per-epoch seconds
+  it records in ``history.json``. Test accuracy from ``metrics.json`` (best-val-loss epoch).
+  Repeated with ``--frozen-dtype bf16``.
+- reference: the published code of ``llms_from_scratch.ch06`` as the book runs it:
+  ``SpamDataset`` (pads to the longest training text), DataLoaders (batch 8, shuffle,
+  drop_last=True, num_workers=0), all parameters frozen then ``trf_blocks[-1]``,
+  ``final_norm``, ``out_head`` unfrozen, ``train_classifier_simple(eval_freq=50, eval_iter=5)``.
+  Timed: ``train_classifier_simple`` (its periodic evaluations included, as in the book) and
+  each optimizer step; test accuracy via ``calc_accuracy_loader`` on the test loader (final
+  weights, as in the book).
+
+The headline speedup divides the reference's training time by our WHOLE process time
+(start-up, data, frozen-block cache, training, evaluation, files): a conservative ratio.
+
+Usage: ``python benchmarks/bench_training.py`` (full: ~15 min for the reference alone on 2
+cores). Smoke: ``--epochs 1 --ref-epochs 1 --limit 16``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import common
+
+LABEL_IDS = {"ham": 0, "spam": 1}  # the book's mapping; also our sorted label order
+
+
+def ch04_config(preset: str) -> dict[str, Any]:
+    """The book's GPT config dict for one of our presets (GPT_CONFIG_124M for "gpt2")."""
+    from clf_train.model import PRESETS
+
+    p = PRESETS[preset]
+    return {
+        "vocab_size": p.vocab_size,
+        "context_length": p.context_length,
+        "emb_dim": p.d_model,
+        "n_heads": p.n_head,
+        "n_layers": p.n_layer,
+        "drop_rate": 0.0,
+        "qkv_bias": True,
+    }
+
+
+def make_init_weights(path: Path, preset: str, seed: int) -> None:
+    """Seeded ch04.GPTModel with a seeded 2-label out_head, saved as a state dict (.pth)."""
+    import torch
+    from llms_from_scratch.ch04 import GPTModel
+
+    torch.manual_seed(seed)
+    model = GPTModel(ch04_config(preset))
+    torch.manual_seed(seed)
+    model.out_head = torch.nn.Linear(model.out_head.in_features, len(LABEL_IDS))
+    torch.save(model.state_dict(), path)
+
+
+def make_split(work: Path, limit: int | None, seed: int) -> dict[str, Any]:
+    """Write the split as JSONL (ours) and as the book's CSVs (Label 0/1, Text)."""
+    import pandas as pd
+
+    os.environ.setdefault("CLF_DATA_DIR", str(common.SMS_DIR))
+    from clf_train.data import prepare_data
+
+    data = prepare_data("sms-spam", balance=True, seed=seed)
+    sizes = {}
+    for name, csv_name in (("train", "train"), ("val", "validation"), ("test", "test")):
+        split = getattr(data, name)
+        n = len(split.texts)
+        if limit is not None:
+            n = min(n, limit if name == "train" else max(8, limit // 4))
+        texts, labels = split.texts[:n], split.labels[:n]
+        with (work / f"{name}.jsonl").open("w", encoding="utf-8") as fh:
+            for t, y in zip(texts, labels, strict=True):
+                fh.write(json.dumps({"text": t, "label": y}, ensure_ascii=False) + "\n")
+        frame = pd.DataFrame({"Label": [LABEL_IDS[y] for y in labels], "Text": texts})
+        frame.to_csv(work / f"{csv_name}.csv", index=None)
+        sizes[name] = n
+    return sizes
+
+
+# ----------------------------------------------------------------------------- ours
+
+
+def run_ours(work: Path, init: Path, args: argparse.Namespace, frozen_dtype: str) -> dict[str, Any]:
+    """``clf-train`` in a fresh process; wall time, epoch times and accuracy."""
+    out = work / f"ours_{frozen_dtype}"
+    flags = [
+        "--data",
+        str(work / "train.jsonl"),
+        "--val-data",
+        str(work / "val.jsonl"),
+        "--test-data",
+        str(work / "test.jsonl"),
+        "--weights",
+        str(init),
+        "--trainable",
+        "last-block",
+        "--batch-size",
+        "8",
+        "--lr",
+        "5e-5",
+        "--weight-decay",
+        "0.1",
+        "--epochs",
+        str(args.epochs),
+        "--seed",
+        str(args.seed),
+        "--device",
+        "cpu",
+        "--frozen-dtype",
+        frozen_dtype,
+        "--no-progress",
+        "--out",
+        str(out),
+        "--overwrite",
+    ]
+    if args.threads is not None:
+        flags += ["--threads", str(args.threads)]
+    cmd = [
+        sys.executable,
+        "-c",
+        "import sys; from clf_train.cli import main; sys.exit(main())",
+        *flags,
+    ]
+    log = work / f"ours_{frozen_dtype}.log"
+    print(f"ours ({frozen_dtype}): clf-train {' '.join(flags)}")
+    t0 = time.perf_counter()
+    with log.open("w") as fh:
+        rc = subprocess.run(
+            cmd, stdout=fh, stderr=subprocess.STDOUT, cwd=common.REPO_ROOT
+        ).returncode
+    wall = time.perf_counter() - t0
+    if rc != 0:
+        tail = log.read_text(errors="replace")[-3000:]
+        raise RuntimeError(f"clf-train ({frozen_dtype}) exited with {rc}; log tail:\n{tail}")
+    history = common.load_json(out / "history.json")
+    metrics = common.load_json(out / "metrics.json")
+    epochs = history.get("epochs", [])
+    # The trainer may store a split in another order; the same multiset of rows is what counts.
+    same_split = all(
+        sorted((out / "split" / f"{name}.jsonl").read_text("utf-8").splitlines())
+        == sorted((work / f"{name}.jsonl").read_text("utf-8").splitlines())
+        for name in ("train", "val", "test")
+    )
+    return {
+        "command": "clf-train " + " ".join(flags),
+        "frozen_dtype": frozen_dtype,
+        "wall_seconds": round(wall, 2),
+        "epoch_seconds": [round(e["seconds"], 2) for e in epochs],
+        "sum_epoch_seconds": round(sum(e["seconds"] for e in epochs), 2),
+        "optimizer_steps": history.get("optimizer_steps"),
+        "best_epoch": history.get("best_epoch"),
+        "frozen_part": history.get("frozen_part"),
+        "val_accuracy": metrics.get("val", {}).get("accuracy"),
+        "test_accuracy": metrics.get("test", {}).get("accuracy"),
+        "split_same_rows_as_input": same_split,
+    }
+
+
+# ----------------------------------------------------------------------------- reference
+
+
+def run_reference(work: Path, init: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """The book's chapter-6 finetuning, with its published functions, timed."""
+    import torch
+    from llms_from_scratch.ch04 import GPTModel
+    from llms_from_scratch.ch06 import SpamDataset, calc_accuracy_loader, train_classifier_simple
+    from torch.utils.data import DataLoader
+
+    from clf_runtime.tokenizer import get_encoding
+
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    t_start = time.perf_counter()
+    # The book uses tiktoken.get_encoding("gpt2"), which downloads its files; the package's
+    # offline copy has the same ranks.
+    tokenizer = get_encoding()
+    train_ds = SpamDataset(csv_file=work / "train.csv", max_length=None, tokenizer=tokenizer)
+    val_ds = SpamDataset(
+        csv_file=work / "validation.csv", max_length=train_ds.max_length, tokenizer=tokenizer
+    )
+    test_ds = SpamDataset(
+        csv_file=work / "test.csv", max_length=train_ds.max_length, tokenizer=tokenizer
+    )
+    torch.manual_seed(123)
+    train_loader = DataLoader(train_ds, batch_size=8, shuffle=True, num_workers=0, drop_last=True)
+    val_loader = DataLoader(val_ds, batch_size=8, num_workers=0, drop_last=False)
+    test_loader = DataLoader(test_ds, batch_size=8, num_workers=0, drop_last=False)
+
+    model = GPTModel(ch04_config(args.preset))
+    model.out_head = torch.nn.Linear(model.out_head.in_features, len(LABEL_IDS))
+    model.load_state_dict(torch.load(init, weights_only=True))
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad = False
+    for module in (model.trf_blocks[-1], model.final_norm, model.out_head):
+        for p in module.parameters():
+            p.requires_grad = True
+    device = torch.device("cpu")
+
+    torch.manual_seed(123)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=5e-5, weight_decay=0.1)
+    step_times: list[float] = []
+    optimizer.register_step_post_hook(lambda *_: step_times.append(time.perf_counter()))
+    t0 = time.perf_counter()
+    train_classifier_simple(
+        model,
+        train_loader,
+        val_loader,
+        optimizer,
+        device,
+        num_epochs=args.ref_epochs,
+        eval_freq=50,
+        eval_iter=5,
+    )
+    train_seconds = time.perf_counter() - t0
+    test_acc = calc_accuracy_loader(test_loader, model, device)
+    total = time.perf_counter() - t_start
+    gaps = [b - a for a, b in zip([t0, *step_times[:-1]], step_times, strict=True)]
+    return {
+        "code": "llms_from_scratch.ch06 (SpamDataset, train_classifier_simple, "
+        "calc_accuracy_loader), ch04.GPTModel",
+        "padded_length": train_ds.max_length,
+        "train_seconds": round(train_seconds, 2),
+        "seconds_per_epoch": round(train_seconds / args.ref_epochs, 2),
+        "optimizer_steps": len(step_times),
+        "median_step_seconds": round(sorted(gaps)[len(gaps) // 2], 4) if gaps else None,
+        "total_wall_seconds_incl_data_and_test_eval": round(total, 2),
+        "test_accuracy": test_acc,
+        "torch_threads": torch.get_num_threads(),
+    }
+
+
+# ----------------------------------------------------------------------------- main
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--epochs", type=int, default=5, help="epochs of our trainer")
+    ap.add_argument(
+        "--ref-epochs", type=int, default=None, help="epochs of the reference (default: --epochs)"
+    )
+    ap.add_argument(
+        "--limit",
+        type=int,
+        default=None,
+        help="smoke test: first N train texts, N/4 (>= 8) val/test texts",
+    )
+    ap.add_argument("--skip-reference", action="store_true", help="only run our trainer")
+    ap.add_argument("--no-bf16", action="store_true", help="skip the --frozen-dtype bf16 run")
+    ap.add_argument(
+        "--preset",
+        default="gpt2",
+        choices=["gpt2", "gpt2-mini", "gpt2-tiny"],
+        help="architecture of the shared random init (gpt2 = GPT-2 small)",
+    )
+    ap.add_argument("--init-seed", type=int, default=123, help="seed of the shared random init")
+    ap.add_argument("--seed", type=int, default=123, help="split seed and our training seed")
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch threads for both sides (default: torch's choice)",
+    )
+    ap.add_argument("--work-dir", type=Path, default=None, help="keep runs here (default: temp)")
+    ap.add_argument("--out", type=Path, default=common.RESULTS_DIR, help="results directory")
+    ap.add_argument("--name", default=None, help="result file stem (default: training[_smoke])")
+    args = ap.parse_args(argv)
+    if args.ref_epochs is None:
+        args.ref_epochs = args.epochs
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    smoke = args.limit is not None or args.epochs < 5 or args.preset != "gpt2"
+    tmp = None
+    work = args.work_dir
+    if work is None:
+        tmp = tempfile.TemporaryDirectory(prefix="bench_training_")
+        work = Path(tmp.name)
+    work.mkdir(parents=True, exist_ok=True)
+    try:
+        sizes = make_split(work, args.limit, args.seed)
+        init = work / "init.pth"
+        make_init_weights(init, args.preset, args.init_seed)
+        print(f"split sizes {sizes}; init weights {init}")
+        results: dict[str, Any] = {"ours_fp32": run_ours(work, init, args, "fp32")}
+        if not args.no_bf16:
+            try:
+                results["ours_bf16"] = run_ours(work, init, args, "bf16")
+            except RuntimeError as e:  # bf16 may be unsupported on this CPU/torch build
+                results["ours_bf16"] = {"error": str(e)[-2000:]}
+        if not args.skip_reference:
+            print(f"reference: chapter-6 recipe, {args.ref_epochs} epochs ...")
+            results["reference"] = run_reference(work, init, args)
+
+        ref = results.get("reference", {})
+        ratios = {}
+        for key in ("ours_fp32", "ours_bf16"):
+            ours = results.get(key, {})
+            if "wall_seconds" in ours and ref:
+                # Per epoch, so that --epochs and --ref-epochs may differ in smoke runs.
+                ratios[f"reference train s/epoch / {key} wall s/epoch"] = common.ratio(
+                    ref["seconds_per_epoch"], ours["wall_seconds"] / args.epochs
+                )
+                ratios[f"reference train s/epoch / {key} epoch s"] = common.ratio(
+                    ref["seconds_per_epoch"], ours["sum_epoch_seconds"] / args.epochs
+                )
+        rows = []
+        for key, r in results.items():
+            if "error" in r:
+                rows.append({"run": key, "test_accuracy": "failed"})
+                continue
+            if key == "reference":
+                rows.append(
+                    {
+                        "run": key,
+                        "epochs": args.ref_epochs,
+                        "s_per_epoch": r["seconds_per_epoch"],
+                        "total_s": r["train_seconds"],
+                        "test_accuracy": r["test_accuracy"],
+                    }
+                )
+            else:
+                rows.append(
+                    {
+                        "run": key,
+                        "epochs": args.epochs,
+                        "s_per_epoch": round(r["sum_epoch_seconds"] / args.epochs, 2),
+                        "total_s": r["wall_seconds"],
+                        "test_accuracy": r["test_accuracy"],
+                    }
+                )
+        common.print_table(
+            rows,
+            ["run", "epochs", "s_per_epoch", "total_s", "test_accuracy"],
+            title="training (ours total_s = whole clf-train process; reference "
+            "total_s = train_classifier_simple)",
+        )
+        common.print_table(
+            [{"ratio": k, "value": v} for k, v in ratios.items()],
+            ["ratio", "value"],
+            title="speedup (within this run)",
+        )
+        payload = {
+            "benchmark": "training",
+            "smoke": smoke,
+            "environment": common.environment(
+                preset=args.preset,
+                epochs=args.epochs,
+                ref_epochs=args.ref_epochs,
+                limit=args.limit,
+                threads=args.threads,
+                init_seed=args.init_seed,
+                seed=args.seed,
+                batch_size=8,
+                lr=5e-5,
+                weight_decay=0.1,
+                trainable="last block + final norm + head",
+            ),
+            "split_sizes": sizes,
+            "results": results,
+            "speedup": ratios,
+        }
+        name = args.name or ("training_smoke" if smoke else "training")
+        path = common.write_result(name, payload, out_dir=args.out)
+        print(f"\nwrote {path}")
+    finally:
+        if tmp is not None:
+            tmp.cleanup()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

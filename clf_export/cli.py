@@ -1,0 +1,139 @@
+"""``clf-export``: turn a trained classifier into deployable ONNX files.
+
+    clf-export RUN_DIR --out DIR [--quantize] [--fp16]
+    clf-export --state-dict FILE.pth --labels ham,spam [--model gpt2] --out DIR [--quantize]
+
+Exit status 0 on success; 1 when the export fails (nothing is left in DIR); 2 on bad usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+__all__ = ["build_parser", "main"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser (exposed for documentation and tests)."""
+    from .quantize import INT8_FORMATS
+
+    p = argparse.ArgumentParser(
+        prog="clf-export",
+        description="Export a trained GPT-2 classifier to ONNX: fp32, optional int8 (CPU) and "
+        "fp16 (CUDA), each checked against the torch model; writes DIR/report.json last.",
+    )
+    p.add_argument("run_dir", nargs="?", help="run directory written by clf-train")
+    p.add_argument("--out", required=True, help="export directory to create")
+    p.add_argument("--state-dict", help="finetuned chapter-6 state dict (.pth) instead of RUN_DIR")
+    p.add_argument("--model", help="with --state-dict: GPT-2 size to check the file against")
+    p.add_argument("--labels", help="with --state-dict: label names in logit order, e.g. ham,spam")
+    p.add_argument("--quantize", action="store_true", help="also write model.int8.onnx")
+    p.add_argument("--fp16", action="store_true", help="also write model.fp16.onnx")
+    p.add_argument("--opset", type=int, default=None, help="ONNX opset (default 18)")
+    p.add_argument(
+        "--max-length",
+        type=int,
+        default=None,
+        help="longest token sequence (default: the run's; min(256, context) for --state-dict)",
+    )
+    p.add_argument(
+        "--eval-split", default="test", help="run split for the int8/fp16 comparison (test)"
+    )
+    p.add_argument("--eval-data", help="labelled .jsonl/.csv (text,label) for the comparison")
+    p.add_argument(
+        "--int8-format",
+        choices=INT8_FORMATS,
+        default="auto",
+        help="int8 kernels: auto = u8s8 on CPUs with VNNI, u8u8 on other x86 CPUs",
+    )
+    p.add_argument(
+        "--no-quantize-embeddings",
+        dest="quantize_embeddings",
+        action="store_false",
+        help="keep the token-embedding table fp32 in model.int8.onnx",
+    )
+    p.add_argument("--threads", type=int, default=None, help="onnxruntime threads for checks")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing export in --out")
+    return p
+
+
+def _summary(report: object) -> str:
+    r = report.to_dict()  # type: ignore[attr-defined]
+    exporter = f"{r['exporter']['name']}, opset {r['exporter']['opset']}"
+    lines = [f"exported to {r['out_dir']} ({exporter})"]
+    for m in r["models"]:
+        lines.append(f"  {m['file']:<18} {m['precision']:<5} {m['total_bytes'] / 1e6:9.1f} MB")
+    lines.append(
+        f"  parity vs torch: max |logit diff| {r['parity']['max_abs_logit_diff']:.2e} "
+        f"(tolerance {r['parity']['tolerance']:g})"
+    )
+    if r["int8"]:
+        lines.append(f"  int8 format: {r['int8']['format']}")
+    if r["fp16"]:
+        fp16 = r["fp16"]
+        lines.append(
+            f"  fp16 check: {fp16['provider']}, max |logit diff| "
+            f"{fp16['max_abs_logit_diff_vs_fp32']:.2e}"
+            if fp16.get("checked")
+            else f"  fp16 check: {fp16['reason']}"
+        )
+    ev = r["evaluation"]
+    if "accuracy" in ev:
+        acc = ", ".join(f"{p} {a:.4f}" for p, a in ev["accuracy"].items())
+        lines.append(f"  accuracy on {ev['n']} held-out texts: {acc}")
+        for key, cmp in ev.items():
+            if key.endswith("_vs_fp32"):
+                lines.append(
+                    f"  {key}: argmax agreement {cmp['argmax_agreement']:.4f}, "
+                    f"max |prob diff| {cmp['max_abs_prob_diff']:.2e}"
+                )
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``clf-export``; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if (args.run_dir is None) == (args.state_dict is None):
+        parser.error("pass exactly one of RUN_DIR or --state-dict FILE")
+    if args.state_dict is None and (args.labels or args.model):
+        parser.error("--labels and --model go with --state-dict; a run dir knows its own")
+    if args.state_dict is not None and not args.labels:
+        parser.error("--state-dict needs --labels (label names in logit order, e.g. ham,spam)")
+
+    from clf_train.pretrained import PretrainedError
+    from clf_train.run_dir import RunDirError
+
+    from .errors import ExportError
+    from .onnx_export import DEFAULT_OPSET, export_run, export_state_dict
+
+    options = {
+        "quantize": args.quantize,
+        "fp16": args.fp16,
+        "opset": args.opset or DEFAULT_OPSET,
+        "max_length": args.max_length,
+        "eval_data": args.eval_data,
+        "int8_format": args.int8_format,
+        "quantize_embeddings": args.quantize_embeddings,
+        "overwrite": args.overwrite,
+        "threads": args.threads,
+    }
+    try:
+        if args.state_dict is not None:
+            labels = [x.strip() for x in args.labels.split(",") if x.strip()]
+            report = export_state_dict(
+                args.state_dict, args.out, labels=labels, model=args.model, **options
+            )
+        else:
+            report = export_run(args.run_dir, args.out, eval_split=args.eval_split, **options)
+    except (ExportError, RunDirError, PretrainedError) as e:
+        print(f"clf-export: error: {e}", file=sys.stderr)
+        return 1
+    print(_summary(report))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

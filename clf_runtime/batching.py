@@ -1,0 +1,167 @@
+"""Input validation, tokenization and length-bucketed batching (numpy only, no onnxruntime).
+
+Pipeline of one chunk of texts: validate -> tokenize (head kept) -> sort by length (stable) ->
+cut batches under both a row limit and a token budget (rows x padded length) -> right-pad with
+the pad id -> run -> write each row's result back at its original index (unsort).
+
+Input is consumed in chunks (:data:`CHUNK_SIZE` texts) so that a generator of 100k texts never
+holds all token lists at once.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+import numpy as np
+
+from .errors import InvalidInputError
+from .tokenizer import encode_batch
+
+__all__ = [
+    "CHARS_PER_TOKEN_BOUND",
+    "CHUNK_SIZE",
+    "Batch",
+    "iter_text_chunks",
+    "pad_batch",
+    "plan_batches",
+    "softmax",
+    "tokenize",
+]
+
+CHUNK_SIZE = 4096
+# The longest GPT-2 token is 66 characters, so the first `max_length` tokens of a text never
+# reach past `max_length * 66` characters. Cutting the text at `max_length * 128` characters
+# before tokenizing keeps the head identical for normal text, keeps tokenization of a 10 MB
+# string cheap, and avoids tiktoken's stack overflow on ~1M-character whitespace runs (it
+# panics with a BaseException). Exception: a single "word" (one regex pre-token) straddling
+# the cut inside the first `max_length` tokens may tokenize differently near its end.
+CHARS_PER_TOKEN_BOUND = 128
+
+
+def _describe(item: object) -> str:
+    return type(item).__name__
+
+
+def iter_text_chunks(texts: Iterable[str], chunk_size: int = CHUNK_SIZE) -> Iterator[list[str]]:
+    """Validate ``texts`` lazily and yield them as lists of at most ``chunk_size`` strings.
+
+    Accepts any iterable of ``str`` (list, tuple, generator, 1-D numpy array of dtype ``str_``
+    or ``object`` holding str). A bare ``str`` is refused: iterating it would classify each
+    character. Raises :class:`InvalidInputError` naming the index and type of a bad item.
+    """
+    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
+        raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}")
+    if isinstance(texts, str):
+        raise InvalidInputError(
+            "predict expects a list of texts; got a single str -- wrap it: predict([text])"
+        )
+    if isinstance(texts, (bytes, bytearray, memoryview)):
+        raise InvalidInputError(
+            f"predict expects a list of str; got {_describe(texts)} -- decode it first: "
+            "predict([data.decode('utf-8')])"
+        )
+    if isinstance(texts, np.ndarray):
+        if texts.ndim != 1:
+            raise InvalidInputError(
+                f"predict expects a 1-D array of texts; got an array of shape {texts.shape}"
+            )
+        if texts.dtype.kind not in ("U", "O"):
+            raise InvalidInputError(
+                f"predict expects an array of str (dtype str_ or object); got dtype {texts.dtype}"
+            )
+    try:
+        iterator = iter(texts)
+    except TypeError as e:
+        raise InvalidInputError(
+            f"predict expects an iterable of str; got {_describe(texts)}"
+        ) from e
+    start = 0
+    while True:
+        chunk = list(itertools.islice(iterator, chunk_size))
+        if not chunk:
+            return
+        for offset, item in enumerate(chunk):
+            if not isinstance(item, str):
+                raise InvalidInputError(
+                    f"text at index {start + offset} is {_describe(item)} ({item!r:.60}); "
+                    "expected str. Convert or drop it before calling predict."
+                )
+        # np.str_ is a str subclass; plain str keeps tiktoken on its fast path.
+        yield [str(t) if type(t) is not str else t for t in chunk]
+        start += len(chunk)
+
+
+def tokenize(texts: list[str], max_length: int) -> list[list[int]]:
+    """Token ids of each text, at most ``max_length`` (head kept); ``""`` -> ``[50256]``.
+
+    Texts are cut to ``max_length * CHARS_PER_TOKEN_BOUND`` characters first (see above).
+    Lone surrogates need no sanitizing: tiktoken (checked with 0.14) replaces them with
+    U+FFFD itself; NUL bytes and ``<|endoftext|>`` are ordinary text.
+    """
+    limit = max_length * CHARS_PER_TOKEN_BOUND
+    cut = [t if len(t) <= limit else t[:limit] for t in texts]
+    return encode_batch(cut, max_length=max_length)
+
+
+@dataclass(frozen=True)
+class Batch:
+    """One padded batch: original row indices and the arrays to feed the model."""
+
+    index: np.ndarray
+    """(B,) int64 positions of these rows in the chunk."""
+    input_ids: np.ndarray
+    """(B, T) int64 right-padded token ids; T is the longest length in the batch."""
+    lengths: np.ndarray
+    """(B,) int64 number of real tokens per row."""
+
+
+def plan_batches(
+    lengths: np.ndarray, *, batch_size: int, max_batch_tokens: int
+) -> list[np.ndarray]:
+    """Group row indices sorted by length into batches.
+
+    A batch has at most ``batch_size`` rows and at most ``max_batch_tokens`` padded tokens
+    (rows x longest length), except that a single row longer than the budget forms its own
+    batch. Sorting is stable, so equal lengths keep their input order.
+    """
+    for name, value in (("batch_size", batch_size), ("max_batch_tokens", max_batch_tokens)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    order = np.argsort(lengths, kind="stable")
+    batches: list[np.ndarray] = []
+    start = 0
+    n = len(order)
+    while start < n:
+        stop = start + 1
+        # Ascending order: the padded length of rows start..stop is lengths[order[stop - 1]].
+        while (
+            stop < n
+            and stop - start < batch_size
+            and (stop - start + 1) * int(lengths[order[stop]]) <= max_batch_tokens
+        ):
+            stop += 1
+        batches.append(order[start:stop])
+        start = stop
+    return batches
+
+
+def pad_batch(tokens: list[list[int]], index: np.ndarray, pad_id: int) -> Batch:
+    """Right-pad the token lists at ``index`` with ``pad_id`` into one (B, T) int64 array."""
+    lengths = np.fromiter((len(tokens[i]) for i in index), dtype=np.int64, count=len(index))
+    width = int(lengths.max())
+    ids = np.full((len(index), width), pad_id, dtype=np.int64)  # (B, T)
+    for row, i in enumerate(index):
+        seq = tokens[i]
+        ids[row, : len(seq)] = seq
+    return Batch(index=np.asarray(index, dtype=np.int64), input_ids=ids, lengths=lengths)
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Row softmax computed in float64, returned as float32: (N, C) -> (N, C), rows sum to 1."""
+    z = logits.astype(np.float64)
+    z -= z.max(axis=1, keepdims=True)
+    np.exp(z, out=z)
+    z /= z.sum(axis=1, keepdims=True)
+    return z.astype(np.float32)

@@ -1,0 +1,335 @@
+"""``train(config) -> TrainResult``: the Python API behind ``clf-train``.
+
+Order of work, chosen so that a refusal never leaves a directory behind:
+
+1. validate the config (all problems at once), check ``--out`` and the device;
+2. load and split the data, build the model (pretrained or seeded random init);
+3. only then create the run directory: ``split/*.jsonl``, ``data_report.json`` and
+   ``checkpoint/setup.json`` (enough to restart from scratch if killed before any step);
+4. train (see :mod:`clf_train.trainer`), checkpointing as it goes;
+5. reload the best weights, compute metrics on every split, write ``model.safetensors``,
+   ``metrics.json``, ``history.json``, the plots and ``config.json``; then delete
+   ``checkpoint/``. A kill during step 5 is fine: ``--resume`` redoes it.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from clf_runtime.atomic import atomic_write_json
+from clf_runtime.tokenizer import encode_batch
+
+from .checkpoint import CHECKPOINT_DIR, load_checkpoint, read_setup, remove_checkpoint, write_setup
+from .config import ConfigError, TrainConfig, parse_trainable
+from .frozen_cache import CACHE_BUDGET_BYTES, apply_trainable, build_store
+from .metrics import classification_metrics
+from .model import PRESETS, GPTClassifier, GPTConfig, init_weights
+from .plots import ACCURACY_PNG, LOSS_PNG, plot_history
+from .run_dir import (
+    CONFIG_FILE,
+    HISTORY_FILE,
+    METRICS_FILE,
+    SPLIT_DIR,
+    WEIGHTS_FILE,
+    RunConfig,
+    read_split,
+    save_weights,
+    write_split,
+)
+from .trainer import TrainingError, evaluate, fit, label_targets, load_trainable
+
+__all__ = ["DATA_REPORT_FILE", "TrainResult", "TrainingError", "train"]
+
+logger = logging.getLogger(__name__)
+
+DATA_REPORT_FILE = "data_report.json"
+RUN_ENTRIES = (
+    CONFIG_FILE,
+    WEIGHTS_FILE,
+    METRICS_FILE,
+    HISTORY_FILE,
+    LOSS_PNG,
+    ACCURACY_PNG,
+    DATA_REPORT_FILE,
+    SPLIT_DIR,
+    CHECKPOINT_DIR,
+)
+SPLITS = ("train", "val", "test")
+
+
+@dataclass
+class TrainResult:
+    """What a finished run produced (everything is also on disk in ``run_dir``)."""
+
+    run_dir: Path
+    metrics: dict[str, Any]
+    """``metrics.json``: per split n, accuracy, loss, per_class, macro_f1, confusion_matrix."""
+    history: list[dict[str, Any]]
+    labels: list[str]
+    config: TrainConfig
+    """The resolved config actually used (lr and epochs filled in)."""
+    best_epoch: int | None
+    warnings: list[str]
+
+
+def _device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(
+            "--device cuda was requested but torch sees no CUDA device (CPU-only torch build, "
+            "or no GPU visible); use --device cpu or --device auto"
+        )
+    return torch.device(name)
+
+
+def _check_out_dir(out: Path, *, overwrite: bool) -> None:
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} exists and is not a directory; choose another path")
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        raise ConfigError(
+            f"--out {out} already exists and is not empty; pass --overwrite to replace its run "
+            f"files, --resume {out} to continue an interrupted run, or choose a new directory"
+        )
+
+
+def _clear_run_files(out: Path) -> None:
+    # Only the files a run writes: --overwrite never deletes anything else the user keeps there.
+    for name in RUN_ENTRIES:
+        path = out / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
+
+
+def _build_model(cfg: TrainConfig, num_labels: int) -> tuple[GPTClassifier, str]:
+    """(model, init source) per ``--init``; deterministic, so a resume rebuilds the same one."""
+    if cfg.init == "random":
+        mcfg = replace(PRESETS[cfg.model], dropout=cfg.dropout)
+        model = GPTClassifier(mcfg, num_labels, pooling=cfg.pooling)
+        init_weights(model, seed=cfg.seed, n_layer=mcfg.n_layer)
+        return model, f"random:{cfg.model}:seed={cfg.seed}"
+    from .pretrained import build_classifier, load_pretrained
+
+    # With --weights the file's shape wins over --model (whose default is gpt2).
+    pre = load_pretrained(model=None if cfg.weights else cfg.model, weights=cfg.weights)
+    pre = replace(pre, config=replace(pre.config, dropout=cfg.dropout))
+    model = build_classifier(pre, num_labels, pooling=cfg.pooling, seed=cfg.seed)
+    return model, pre.source
+
+
+def _max_length(cfg: TrainConfig, model_cfg: GPTConfig) -> int:
+    if cfg.max_length is None:
+        return min(256, model_cfg.context_length)
+    if cfg.max_length > model_cfg.context_length:
+        raise ConfigError(
+            f"--max-length {cfg.max_length} exceeds the model's context length "
+            f"{model_cfg.context_length}; pass at most {model_cfg.context_length}"
+        )
+    return cfg.max_length
+
+
+def _check_trainable(cfg: TrainConfig, model: GPTClassifier) -> int | None:
+    n_top = parse_trainable(cfg.trainable)
+    n_layer = model.cfg.n_layer
+    if n_top is not None and n_top > n_layer:
+        raise ConfigError(f"--trainable {cfg.trainable}: the model has only {n_layer} blocks")
+    return n_top
+
+
+def train(
+    config: TrainConfig,
+    *,
+    on_epoch: Callable[[dict[str, Any]], None] | None = None,
+    cache_budget_bytes: int = CACHE_BUDGET_BYTES,
+) -> TrainResult:
+    """Train a classifier per ``config`` into ``config.out`` (or continue ``config.resume``).
+
+    ``on_epoch`` is called with each epoch's history record. Raises :class:`ConfigError`,
+    ``DataError``, ``PretrainedError``, :class:`TrainingError` or ``CheckpointError``; all
+    refusals before training starts leave no run directory behind.
+    """
+    config.validate()
+    if config.resume is not None:
+        return _resume(config, on_epoch=on_epoch, cache_budget_bytes=cache_budget_bytes)
+    cfg = config.resolved()
+    out = Path(cfg.out or "")
+    _check_out_dir(out, overwrite=cfg.overwrite)
+    device = _device(cfg.device)
+    if cfg.threads is not None:
+        torch.set_num_threads(cfg.threads)
+
+    from .data import prepare_data
+
+    data = prepare_data(
+        cfg.data or "",
+        text_col=cfg.text_col,
+        label_col=cfg.label_col,
+        val_data=cfg.val_data,
+        test_data=cfg.test_data,
+        balance=cfg.balance,
+        seed=cfg.seed,
+    )
+    for w in data.warnings:
+        logger.warning("%s", w)
+    model, source = _build_model(cfg, len(data.label_names))
+    _check_trainable(cfg, model)
+    max_length = _max_length(cfg, model.cfg)
+
+    # Everything that can refuse has run: now the run directory may exist.
+    if out.is_dir():
+        _clear_run_files(out)
+    out.mkdir(parents=True, exist_ok=True)
+    splits = {name: getattr(data, name) for name in SPLITS}
+    for name, part in splits.items():
+        write_split(out, name, part.texts, part.labels)
+    atomic_write_json(out / DATA_REPORT_FILE, {**data.report, "warnings": list(data.warnings)})
+    setup = {
+        "config": cfg.to_dict(),
+        "labels": list(data.label_names),
+        "max_length": max_length,
+        "init_source": source,
+        "model_config": model.cfg.to_dict(),
+        "data_report": data.report,
+        "warnings": list(data.warnings),
+    }
+    write_setup(out, setup)
+    texts = {name: (part.texts, part.labels) for name, part in splits.items()}
+    return _run(out, cfg, setup, texts, model, device, on_epoch, cache_budget_bytes)
+
+
+def _resume(
+    config: TrainConfig,
+    *,
+    on_epoch: Callable[[dict[str, Any]], None] | None,
+    cache_budget_bytes: int,
+) -> TrainResult:
+    run_dir = Path(config.resume or "")
+    if not run_dir.is_dir():
+        raise ConfigError(f"--resume {run_dir}: no such directory")
+    setup = read_setup(run_dir)
+    saved = TrainConfig.from_dict(setup["config"])
+    # Only how the run executes may change on resume; what it computes comes from setup.json.
+    cfg = replace(
+        saved,
+        device=config.device if config.device != "auto" else saved.device,
+        threads=config.threads if config.threads is not None else saved.threads,
+        progress=config.progress,
+    )
+    device = _device(cfg.device)
+    if cfg.threads is not None:
+        torch.set_num_threads(cfg.threads)
+    model, source = _build_model(cfg, len(setup["labels"]))
+    if model.cfg.to_dict() != setup["model_config"] or source != setup["init_source"]:
+        raise TrainingError(
+            f"the model rebuilt for {run_dir} ({source}) differs from the one the run started "
+            f"with ({setup['init_source']}); the pretrained weights changed since, so the run "
+            "cannot be resumed exactly. Start a new run."
+        )
+    texts = {name: read_split(run_dir, name) for name in SPLITS}
+    logger.info("resuming the run in %s", run_dir)
+    return _run(run_dir, cfg, setup, texts, model, device, on_epoch, cache_budget_bytes)
+
+
+def _run(
+    run_dir: Path,
+    cfg: TrainConfig,
+    setup: dict[str, Any],
+    texts: dict[str, tuple[list[str], list[str]]],
+    model: GPTClassifier,
+    device: torch.device,
+    on_epoch: Callable[[dict[str, Any]], None] | None,
+    cache_budget_bytes: int,
+) -> TrainResult:
+    t0 = time.perf_counter()
+    labels: list[str] = setup["labels"]
+    max_length: int = setup["max_length"]
+    spec = apply_trainable(model, parse_trainable(cfg.trainable))
+    model.to(device)
+    ids = {name: encode_batch(t, max_length=max_length) for name, (t, _) in texts.items()}
+    targets = {name: label_targets(y, labels, device) for name, (_, y) in texts.items()}
+    frozen_dtype = torch.bfloat16 if cfg.frozen_dtype == "bf16" else torch.float32
+    stores = build_store(
+        model, spec, ids, device=device, frozen_dtype=frozen_dtype, budget_bytes=cache_budget_bytes
+    )
+    logger.info("caches ready in %.1fs", time.perf_counter() - t0)
+
+    state, best = fit(
+        model,
+        spec,
+        stores,
+        targets,
+        run_dir=run_dir,
+        epochs=int(cfg.epochs or 1),
+        batch_size=cfg.batch_size,
+        grad_accum=cfg.grad_accum,
+        lr=float(cfg.lr or 0.0),
+        weight_decay=cfg.weight_decay,
+        seed=cfg.seed,
+        early_stopping=cfg.early_stopping,
+        checkpoint_every=cfg.checkpoint_every,
+        progress=cfg.progress,
+        resume_from=load_checkpoint(run_dir, device=device),
+        on_epoch=on_epoch,
+    )
+    if best is not None:
+        load_trainable(model, best, what="best weights")
+
+    metrics = {}
+    for name in SPLITS:
+        loss, preds = evaluate(model, spec, stores[name], targets[name])
+        metrics[name] = classification_metrics(targets[name].tolist(), preds, labels, loss=loss)
+    trainable_count = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    run_config = RunConfig(
+        model=model.cfg,
+        labels=labels,
+        pooling=model.pooling,
+        max_length=max_length,
+        train={
+            **cfg.to_dict(),
+            "init_source": setup["init_source"],
+            "trainable_parameters": trainable_count,
+            "data_report": setup["data_report"],
+        },
+    )
+    history = {
+        "epochs": state.history,
+        "best_epoch": state.best_epoch,
+        "best_val_loss": state.best_val_loss,
+        "stop_reason": state.stop_reason,
+        "optimizer_steps": state.global_step,
+        "seconds": sum(h["seconds"] for h in state.history),
+        # This process only (a resumed run counts from its resume); includes caching and eval.
+        "wall_seconds": time.perf_counter() - t0,
+        "device": str(device),
+        "frozen_part": {
+            "mode": spec.mode,
+            "start_block": spec.start,
+            "cached": all(s.cached for s in stores.values()),
+        },
+    }
+    model.eval()
+    save_weights(run_dir / WEIGHTS_FILE, model, run_config=run_config)
+    atomic_write_json(run_dir / METRICS_FILE, metrics)
+    atomic_write_json(run_dir / HISTORY_FILE, history)
+    plot_history(run_dir, state.history)
+    run_config.write(run_dir)  # last: config.json + model.safetensors mark a finished run
+    remove_checkpoint(run_dir)
+    return TrainResult(
+        run_dir=run_dir,
+        metrics=metrics,
+        history=state.history,
+        labels=labels,
+        config=cfg,
+        best_epoch=state.best_epoch,
+        warnings=list(setup.get("warnings", [])),
+    )

@@ -1,0 +1,218 @@
+"""``clf-train``: finetune GPT-2 (or train a small GPT from scratch) into a text classifier.
+
+Thin by design: parse flags into :class:`~clf_train.config.TrainConfig`, call
+:func:`clf_train.api.train`, print progress and a summary, map failures to exit codes
+(0 ok, 1 data/model/training failure, 2 invalid configuration, 130 interrupted).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+__all__ = ["build_parser", "main"]
+
+_EPILOG = """\
+presets:
+  --preset sms-demo   offline demo: --data sms-spam --balance --model gpt2-mini --init random
+                      --trainable all --lr 1e-3 --epochs 5 --batch-size 8. Trains a small GPT
+                      from scratch on the balanced SMS Spam Collection: >= 92 %% test accuracy
+                      in a few minutes on 2 CPU cores. Explicit flags override preset values.
+
+speed:
+  Batches are bucketed by token length (each padded only to its own longest text). With
+  --trainable head or last-N-blocks the frozen lower blocks run once per text and are cached
+  (the cache is recomputed per step instead if it would exceed 4 GiB); only the trainable top
+  runs every step. Dropout acts only inside trainable blocks.
+
+resume:
+  Checkpoints go to OUT/checkpoint/ at every epoch end and every --checkpoint-every optimizer
+  steps. `clf-train --resume OUT` continues a killed run (even SIGKILL) with the saved
+  configuration and ends with the same metrics as an uninterrupted run; only --device,
+  --threads and --no-progress may be given with it.
+
+examples:
+  clf-train --preset sms-demo --out runs/demo
+  clf-train --data sms.csv --text-col message --label-col category --model gpt2 --out runs/a
+  clf-train --resume runs/a
+"""
+
+# Flags whose values may be given again with --resume (they change how, not what, is computed).
+_RESUME_OK = {"resume", "device", "threads", "progress", "out", "preset"}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``clf-train`` argument parser (every default is SUPPRESS: explicit flags only)."""
+    p = argparse.ArgumentParser(
+        prog="clf-train",
+        description="Finetune GPT-2 into a text classifier; writes a run directory that "
+        "clf-export turns into ONNX.",
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        argument_default=argparse.SUPPRESS,
+    )
+    p.add_argument("--preset", choices=["sms-demo"], help="a named bundle of flags (see below)")
+    d = p.add_argument_group("data")
+    d.add_argument("--data", help='CSV/TSV/JSONL file with text and label columns, or "sms-spam"')
+    d.add_argument("--text-col", help="name of the text column (default: detected)")
+    d.add_argument("--label-col", help="name of the label column (default: detected)")
+    d.add_argument("--val-data", help="separate validation file (default: 10 %% of --data)")
+    d.add_argument("--test-data", help="separate test file (default: 20 %% of --data)")
+    d.add_argument(
+        "--balance", action="store_true", help="undersample every label to the rarest one's count"
+    )
+    m = p.add_argument_group("model")
+    m.add_argument(
+        "--model",
+        help="gpt2 (default), gpt2-medium, gpt2-large, gpt2-xl; gpt2-tiny and gpt2-mini are "
+        "small shapes for --init random",
+    )
+    m.add_argument(
+        "--weights", help="local pretrained weights (HF dir/safetensors or a torch state dict)"
+    )
+    m.add_argument(
+        "--init",
+        choices=["pretrained", "random"],
+        help="start from pretrained weights (default) or a seeded random init",
+    )
+    m.add_argument(
+        "--trainable",
+        help="head | last-block (default) | last-N-blocks (e.g. last-2-blocks) | all. Training "
+        "blocks also trains the final norm; the head always trains",
+    )
+    m.add_argument("--pooling", choices=["last", "mean"], help="last real token (default) or mean")
+    m.add_argument(
+        "--max-length",
+        type=int,
+        help="tokens kept per text, from its start (default: min(256, context length))",
+    )
+    m.add_argument("--dropout", type=float, help="dropout in the trainable blocks (default 0.0)")
+    t = p.add_argument_group("training")
+    t.add_argument(
+        "--lr", type=float, help="AdamW learning rate (default 5e-5; 1e-3 with --init random)"
+    )
+    t.add_argument("--weight-decay", type=float, help="AdamW weight decay (default 0.1)")
+    t.add_argument("--epochs", type=int, help="epochs (default 5)")
+    t.add_argument("--batch-size", type=int, help="texts per batch (default 8)")
+    t.add_argument("--grad-accum", type=int, help="batches per optimizer step (default 1)")
+    t.add_argument("--seed", type=int, help="seed of split, init, batch order, dropout (123)")
+    t.add_argument(
+        "--early-stopping",
+        type=int,
+        metavar="N",
+        help="stop after N epochs without a lower validation loss (default: off)",
+    )
+    t.add_argument("--device", choices=["auto", "cpu", "cuda"], help="default auto (CUDA if any)")
+    t.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    t.add_argument(
+        "--frozen-dtype",
+        choices=["fp32", "bf16"],
+        help="dtype for computing and caching the frozen blocks (default fp32)",
+    )
+    t.add_argument(
+        "--checkpoint-every",
+        type=int,
+        metavar="N",
+        help="optimizer steps between mid-epoch checkpoints (default 200; 0: epoch ends only)",
+    )
+    o = p.add_argument_group("output")
+    o.add_argument("--out", help="run directory to create (required unless --resume)")
+    o.add_argument(
+        "--overwrite", action="store_true", help="replace the run files of an existing --out"
+    )
+    o.add_argument("--resume", metavar="DIR", help="continue the interrupted run in DIR")
+    o.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
+    return p
+
+
+def config_from_args(args: argparse.Namespace) -> Any:
+    """Merge TrainConfig defaults < preset values < explicit flags into a TrainConfig."""
+    from .config import PRESET_ARGS, ConfigError, TrainConfig
+
+    given = dict(vars(args))
+    preset = given.pop("preset", None)
+    if "resume" in given:
+        extra = sorted(set(given) - _RESUME_OK)
+        if extra:
+            flags = ", ".join("--" + k.replace("_", "-") for k in extra)
+            raise ConfigError(
+                f"--resume continues a run with its saved configuration; drop {flags} "
+                "(only --device, --threads and --no-progress may be given with --resume)"
+            )
+        return TrainConfig(**given)
+    values = {**(PRESET_ARGS[preset] if preset else {}), **given}
+    return TrainConfig(**values)
+
+
+def _fmt(x: float | None, digits: int = 4) -> str:
+    return "-" if x is None else f"{x:.{digits}f}"
+
+
+def _print_epoch(record: dict[str, Any]) -> None:
+    print(
+        f"epoch {record['epoch']}: train loss {_fmt(record['train_loss'])} "
+        f"acc {_fmt(record['train_accuracy'])} | val loss {_fmt(record['val_loss'])} "
+        f"acc {_fmt(record['val_accuracy'])} | {record['seconds']:.1f}s",
+        flush=True,
+    )
+
+
+def _print_summary(result: Any) -> None:
+    test = result.metrics["test"]
+    print(f"best epoch: {result.best_epoch}")
+    print(
+        f"test: n={test['n']} accuracy {_fmt(test['accuracy'])} macro-F1 "
+        f"{_fmt(test['macro_f1'])} loss {_fmt(test['loss'])}"
+    )
+    for label, c in test["per_class"].items():
+        print(
+            f"  {label}: precision {_fmt(c['precision'])} recall {_fmt(c['recall'])} "
+            f"f1 {_fmt(c['f1'])} support {c['support']}"
+        )
+    print(f"run directory: {result.run_dir}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``clf-train``; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
+    pkg_logger = logging.getLogger("clf_train")
+    pkg_logger.addHandler(handler)
+    pkg_logger.setLevel(logging.WARNING)
+    try:
+        from .api import train
+        from .checkpoint import CheckpointError
+        from .config import ConfigError
+        from .data import DataError
+        from .pretrained import PretrainedError
+        from .run_dir import RunDirError
+        from .trainer import TrainingError
+
+        try:
+            config = config_from_args(args)
+            result = train(config, on_epoch=_print_epoch)
+        except ConfigError as e:
+            print(f"clf-train: error: {e}", file=sys.stderr)
+            return 2
+        except (DataError, PretrainedError, TrainingError, CheckpointError, RunDirError) as e:
+            print(f"clf-train: error: {e}", file=sys.stderr)
+            return 1
+        except KeyboardInterrupt:
+            where = getattr(args, "resume", None) or getattr(args, "out", None)
+            print(
+                f"clf-train: interrupted; continue with: clf-train --resume {where}",
+                file=sys.stderr,
+            )
+            return 130
+        _print_summary(result)
+        return 0
+    finally:
+        pkg_logger.removeHandler(handler)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

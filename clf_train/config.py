@@ -1,0 +1,248 @@
+"""``TrainConfig``: every knob of ``clf-train``, one field per CLI flag, validated at once.
+
+Validation collects *all* problems into one :class:`ConfigError` whose lines name the flag
+(``--lr must be > 0, got -1``), so a user fixes a command line in one go.
+
+Defaults that depend on ``--init`` (``lr``, ``epochs``) are ``None`` here and resolved by
+:meth:`TrainConfig.resolved`:
+
+* ``--init pretrained``: lr 5e-5, 5 epochs (the published chapter-6 recipe).
+* ``--init random``: lr 1e-3, 5 epochs. A model trained from scratch needs a much larger
+  step than a finetune; these values were tuned so that
+  ``clf-train --data SMSSpamCollection --balance --model gpt2-mini --init random
+  --trainable all`` reaches >= 92 % test accuracy in a few minutes on 2 CPU cores.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Any
+
+from .model import POOLINGS, PRESETS
+
+__all__ = [
+    "DEVICES",
+    "FROZEN_DTYPES",
+    "INITS",
+    "MODELS",
+    "PRESET_ARGS",
+    "ConfigError",
+    "TrainConfig",
+    "parse_trainable",
+]
+
+MODELS = ("gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl", "gpt2-tiny", "gpt2-mini")
+RANDOM_ONLY_MODELS = ("gpt2-tiny", "gpt2-mini")
+INITS = ("pretrained", "random")
+DEVICES = ("auto", "cpu", "cuda")
+FROZEN_DTYPES = ("fp32", "bf16")
+
+PRETRAINED_LR = 5e-5
+PRETRAINED_EPOCHS = 5
+RANDOM_LR = 1e-3
+RANDOM_EPOCHS = 5
+
+# Named bundles of flags. Explicit flags always win over a preset's values.
+PRESET_ARGS: dict[str, dict[str, Any]] = {
+    # Offline demo: SMS spam (balanced) on a small GPT trained from scratch, on CPU in minutes.
+    "sms-demo": {
+        "data": "sms-spam",
+        "balance": True,
+        "model": "gpt2-mini",
+        "init": "random",
+        "trainable": "all",
+        "lr": 1e-3,
+        "epochs": 5,
+        "batch_size": 8,
+    },
+}
+
+_LAST_N = re.compile(r"last-(\d+)-blocks")
+
+
+class ConfigError(ValueError):
+    """The training configuration is invalid; each line names the flag to fix."""
+
+
+def parse_trainable(spec: str) -> int | None:
+    """Number of top blocks to train for a ``--trainable`` value.
+
+    ``"head"`` -> 0, ``"last-block"`` -> 1, ``"last-N-blocks"`` -> N, ``"all"`` -> None
+    (everything, embeddings included). Raises ``ValueError`` for anything else.
+    """
+    if spec == "head":
+        return 0
+    if spec == "last-block":
+        return 1
+    if spec == "all":
+        return None
+    m = _LAST_N.fullmatch(spec)
+    if m and int(m.group(1)) >= 1:
+        return int(m.group(1))
+    raise ValueError(
+        f"--trainable must be head, last-block, last-N-blocks (N >= 1, e.g. last-2-blocks) "
+        f"or all, got {spec!r}"
+    )
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Configuration of one training run; mirrors the ``clf-train`` flags one to one."""
+
+    # --- data ---
+    data: str | None = None
+    """--data: a CSV/TSV/JSONL file, or the named source "sms-spam"."""
+    text_col: str | None = None
+    """--text-col: column holding the text (default: detected)."""
+    label_col: str | None = None
+    """--label-col: column holding the label (default: detected)."""
+    val_data: str | None = None
+    """--val-data: a separate validation file (default: split off --data)."""
+    test_data: str | None = None
+    """--test-data: a separate test file (default: split off --data)."""
+    balance: bool = False
+    """--balance: undersample every label to the size of the rarest one."""
+    # --- model ---
+    model: str = "gpt2"
+    """--model: architecture / pretrained size (gpt2 ... gpt2-xl, gpt2-tiny, gpt2-mini)."""
+    weights: str | None = None
+    """--weights: a local pretrained checkpoint (HF safetensors dir/file or a torch state dict)."""
+    init: str = "pretrained"
+    """--init: start from pretrained weights or from a seeded random initialisation."""
+    trainable: str = "last-block"
+    """--trainable: head | last-block | last-N-blocks | all (the head is always trained)."""
+    pooling: str = "last"
+    """--pooling: read the last real token ("last") or average the real tokens ("mean")."""
+    max_length: int | None = None
+    """--max-length: tokens kept per text, head kept (default min(256, context_length))."""
+    dropout: float = 0.0
+    """--dropout: dropout rate inside the trainable blocks."""
+    # --- training ---
+    lr: float | None = None
+    """--lr: AdamW learning rate (default 5e-5 pretrained, 1e-3 random init)."""
+    weight_decay: float = 0.1
+    """--weight-decay: AdamW decoupled weight decay."""
+    epochs: int | None = None
+    """--epochs: passes over the training set (default 5, with either --init)."""
+    batch_size: int = 8
+    """--batch-size: texts per forward pass."""
+    grad_accum: int = 1
+    """--grad-accum: batches accumulated per optimizer step."""
+    seed: int = 123
+    """--seed: seeds the split, the initialisation, the batch order and dropout."""
+    early_stopping: int | None = None
+    """--early-stopping: stop after N epochs without a lower validation loss (off: None)."""
+    device: str = "auto"
+    """--device: auto (CUDA when available), cpu or cuda."""
+    threads: int | None = None
+    """--threads: torch CPU threads (default: torch's choice)."""
+    frozen_dtype: str = "fp32"
+    """--frozen-dtype: dtype for computing and caching the frozen blocks (fp32 or bf16)."""
+    checkpoint_every: int = 200
+    """--checkpoint-every: optimizer steps between mid-epoch checkpoints (0: epoch ends only)."""
+    # --- output ---
+    out: str | None = None
+    """--out: the run directory to create."""
+    overwrite: bool = False
+    """--overwrite: replace the run files of an existing --out directory."""
+    resume: str | None = None
+    """--resume: continue the interrupted run in this directory (its saved config is used)."""
+    progress: bool = True
+    """--no-progress turns this off: tqdm progress bars on stderr."""
+
+    def problems(self) -> list[str]:
+        """Every problem of this config, one line each naming the flag; empty when valid."""
+        p: list[str] = []
+        if self.resume is None:
+            if not self.data:
+                p.append('--data is required: a CSV/TSV/JSONL file or "sms-spam"')
+            if not self.out:
+                p.append("--out is required (the run directory to create), unless --resume DIR")
+        elif self.out and self.out != self.resume:
+            p.append(f"--out ({self.out}) and --resume ({self.resume}) name different directories")
+        if self.model not in MODELS:
+            p.append(f"--model must be one of {', '.join(MODELS)}, got {self.model!r}")
+        if self.init not in INITS:
+            p.append(f"--init must be pretrained or random, got {self.init!r}")
+        elif self.init == "pretrained" and self.model in RANDOM_ONLY_MODELS:
+            p.append(
+                f"--model {self.model} has no pretrained weights: add --init random "
+                "(or pick gpt2 ... gpt2-xl to finetune)"
+            )
+        if self.init == "random" and self.weights is not None:
+            p.append("--weights only makes sense with --init pretrained; drop one of them")
+        try:
+            n = parse_trainable(self.trainable)
+        except ValueError as e:
+            p.append(str(e))
+        else:
+            cfg = PRESETS.get(self.model)
+            if n is not None and cfg is not None and self.weights is None and n > cfg.n_layer:
+                p.append(
+                    f"--trainable {self.trainable}: {self.model} has only {cfg.n_layer} blocks"
+                )
+        if self.pooling not in POOLINGS:
+            p.append(f"--pooling must be last or mean, got {self.pooling!r}")
+        if self.max_length is not None:
+            ctx = PRESETS[self.model].context_length if self.model in PRESETS else None
+            if self.max_length < 1:
+                p.append(f"--max-length must be >= 1, got {self.max_length}")
+            elif ctx is not None and self.max_length > ctx and self.weights is None:
+                p.append(
+                    f"--max-length {self.max_length} exceeds {self.model}'s context length {ctx}"
+                )
+        if not 0.0 <= self.dropout < 1.0:
+            p.append(f"--dropout must be in [0, 1), got {self.dropout}")
+        if self.lr is not None and not self.lr > 0:
+            p.append(f"--lr must be > 0, got {self.lr}")
+        if not self.weight_decay >= 0:
+            p.append(f"--weight-decay must be >= 0, got {self.weight_decay}")
+        for flag, value in (
+            ("--epochs", self.epochs),
+            ("--batch-size", self.batch_size),
+            ("--grad-accum", self.grad_accum),
+            ("--early-stopping", self.early_stopping),
+            ("--threads", self.threads),
+        ):
+            if value is not None and value < 1:
+                p.append(f"{flag} must be >= 1, got {value}")
+        if self.checkpoint_every < 0:
+            p.append(f"--checkpoint-every must be >= 0, got {self.checkpoint_every}")
+        if self.seed < 0:
+            p.append(f"--seed must be >= 0, got {self.seed}")
+        if self.device not in DEVICES:
+            p.append(f"--device must be auto, cpu or cuda, got {self.device!r}")
+        if self.frozen_dtype not in FROZEN_DTYPES:
+            p.append(f"--frozen-dtype must be fp32 or bf16, got {self.frozen_dtype!r}")
+        return p
+
+    def validate(self) -> TrainConfig:
+        """Return ``self`` if valid, else raise one :class:`ConfigError` listing every problem."""
+        p = self.problems()
+        if p:
+            raise ConfigError(
+                f"invalid training configuration ({len(p)} problem{'s' * (len(p) > 1)}):\n"
+                + "\n".join(f"  {line}" for line in p)
+            )
+        return self
+
+    def resolved(self) -> TrainConfig:
+        """A copy with the ``--init``-dependent defaults (lr, epochs) filled in."""
+        random_init = self.init == "random"
+        lr = self.lr if self.lr is not None else (RANDOM_LR if random_init else PRETRAINED_LR)
+        epochs = self.epochs
+        if epochs is None:
+            epochs = RANDOM_EPOCHS if random_init else PRETRAINED_EPOCHS
+        return replace(self, lr=lr, epochs=epochs)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(f"unknown training config keys {unknown}; known: {sorted(known)}")
+        return cls(**data)

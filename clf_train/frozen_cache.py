@@ -1,0 +1,227 @@
+"""Freeze the lower part of the model and compute it once: the main source of training speed.
+
+Frozen blocks never change, so their output for a given text never changes either. With
+``--trainable last-N-blocks`` the embeddings and blocks ``[:n_layer-N]`` run once per text
+(eval mode, no grad) and each text's residual stream ``(T_i, C)`` is kept; training then runs
+only :meth:`GPTClassifier.forward_from_block`. With ``--trainable head`` the pooled final
+features ``(C,)`` are kept and only the linear head trains. With ``--trainable all`` nothing
+is frozen and batches carry token ids.
+
+The frozen part always runs in eval mode: dropout acts only inside the trainable blocks, so
+the cached values are deterministic (and a resumed run recomputes the very same cache).
+If the cache would exceed ``budget_bytes`` the store computes the frozen part per batch
+instead (same values, more time) and logs it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from .batches import eval_batches, pad_ids
+from .model import GPTClassifier, pool
+
+__all__ = [
+    "CACHE_BUDGET_BYTES",
+    "FeatureStore",
+    "TopSpec",
+    "apply_trainable",
+    "build_store",
+    "forward_top",
+]
+
+logger = logging.getLogger(__name__)
+
+CACHE_BUDGET_BYTES = 4 * 1024**3
+CACHE_BATCH = 64  # texts per batch while filling the cache
+
+
+@dataclass(frozen=True)
+class TopSpec:
+    """Where the trainable top starts.
+
+    ``mode``: "ids" (everything trains; inputs are token ids), "blocks" (inputs are the
+    residual stream entering block ``start``) or "pooled" (inputs are pooled final features,
+    only the head trains).
+    """
+
+    mode: str
+    start: int = 0
+
+
+def apply_trainable(model: GPTClassifier, n_top: int | None) -> TopSpec:
+    """Set ``requires_grad`` per ``--trainable`` and return where the trainable top starts.
+
+    ``n_top``: blocks to train (0: head only; None: everything). Training any block also
+    trains the final LayerNorm, as the published recipe does. The head always trains.
+    """
+    n_layer = len(model.backbone.blocks)
+    if n_top is None:
+        for p in model.parameters():
+            p.requires_grad_(True)
+        return TopSpec("ids")
+    if n_top > n_layer:
+        raise ValueError(f"cannot train the last {n_top} blocks of a {n_layer}-block model")
+    for p in model.parameters():
+        p.requires_grad_(False)
+    trainable: list[nn.Module] = [model.head]
+    if n_top > 0:
+        trainable += [*model.backbone.blocks[n_layer - n_top :], model.backbone.ln_f]
+    for module in trainable:
+        for p in module.parameters():
+            p.requires_grad_(True)
+    return TopSpec("pooled" if n_top == 0 else "blocks", n_layer - n_top)
+
+
+def forward_top(
+    model: GPTClassifier, spec: TopSpec, inputs: torch.Tensor, lengths: torch.Tensor
+) -> torch.Tensor:
+    """Logits (B, num_labels) from a batch produced by :class:`FeatureStore`."""
+    if spec.mode == "ids":
+        return model(inputs, lengths)
+    if spec.mode == "blocks":
+        return model.forward_from_block(inputs, lengths, spec.start)
+    return model.head(inputs)
+
+
+@contextlib.contextmanager
+def _frozen_eval(model: GPTClassifier) -> Iterator[None]:
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            yield
+    finally:
+        model.train(was_training)
+
+
+def _autocast(device: torch.device, dtype: torch.dtype) -> contextlib.AbstractContextManager:
+    if dtype == torch.float32:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+class FeatureStore:
+    """Per-example inputs of the trainable top, for one split; ``batch(indices)`` builds a batch.
+
+    ``ids``: token id lists. In "blocks"/"pooled" mode the frozen part is computed once
+    (``cached``) or per batch when the cache did not fit the memory budget.
+    """
+
+    def __init__(
+        self,
+        model: GPTClassifier,
+        spec: TopSpec,
+        ids: Sequence[Sequence[int]],
+        *,
+        device: torch.device,
+        frozen_dtype: torch.dtype = torch.float32,
+        cache: bool = True,
+    ) -> None:
+        self.model = model
+        self.spec = spec
+        self.ids = [list(s) for s in ids]
+        self.lengths = [len(s) for s in self.ids]
+        self.device = device
+        self.frozen_dtype = frozen_dtype
+        self.cached = cache and spec.mode != "ids"
+        self._flat: torch.Tensor | None = None  # "blocks": (sum T_i, C); "pooled": (N, C)
+        self._offsets: list[int] = []
+        if self.cached:
+            self._fill()
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def _frozen(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """The frozen part on padded ids: (B, T, C) residual stream or (B, C) pooled features."""
+        bb = self.model.backbone
+        with _frozen_eval(self.model), _autocast(self.device, self.frozen_dtype):
+            x = bb.run_blocks(bb.embed(ids), 0, self.spec.start)  # (B, T, C)
+            if self.spec.mode == "pooled":
+                x = pool(bb.ln_f(x), lengths, self.model.pooling)  # (B, C)
+        return x
+
+    def _fill(self) -> None:
+        n = len(self.ids)
+        c = self.model.cfg.d_model
+        rows = n if self.spec.mode == "pooled" else sum(self.lengths)
+        flat = torch.empty((rows, c), dtype=self.frozen_dtype, device=self.device)
+        offsets = [0] * n
+        if self.spec.mode == "blocks":
+            acc = 0
+            for i, length in enumerate(self.lengths):
+                offsets[i] = acc
+                acc += length
+        for idx in eval_batches(self.lengths, CACHE_BATCH):
+            ids, lengths = pad_ids([self.ids[i] for i in idx], device=self.device)
+            out = self._frozen(ids, lengths).to(self.frozen_dtype)
+            for row, i in enumerate(idx):
+                if self.spec.mode == "pooled":
+                    flat[i] = out[row]
+                else:
+                    flat[offsets[i] : offsets[i] + self.lengths[i]] = out[row, : self.lengths[i]]
+        self._flat, self._offsets = flat, offsets
+
+    def batch(self, idx: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(inputs, lengths)`` for examples ``idx``; inputs are ids (B, T), float (B, T, C)
+        residual streams or float (B, C) pooled features, per the mode."""
+        lengths = torch.as_tensor([self.lengths[i] for i in idx], dtype=torch.int64)
+        lengths = lengths.to(self.device)
+        if not self.cached:
+            ids, lengths = pad_ids([self.ids[i] for i in idx], device=self.device)
+            if self.spec.mode == "ids":
+                return ids, lengths
+            return self._frozen(ids, lengths).float(), lengths
+        assert self._flat is not None  # set by _fill whenever cached
+        if self.spec.mode == "pooled":
+            rows = torch.as_tensor(list(idx), dtype=torch.int64, device=self.device)
+            return self._flat[rows].float(), lengths
+        parts = [self._flat[self._offsets[i] : self._offsets[i] + self.lengths[i]] for i in idx]
+        x = nn.utils.rnn.pad_sequence(parts, batch_first=True)  # (B, T, C), zero padded
+        return x.float(), lengths
+
+
+def estimate_cache_bytes(
+    spec: TopSpec, token_counts: Sequence[int], d_model: int, itemsize: int
+) -> int:
+    """Bytes the caches would take: tokens x C x itemsize ("blocks"), texts x C ("pooled")."""
+    if spec.mode == "ids":
+        return 0
+    rows = len(token_counts) if spec.mode == "pooled" else sum(token_counts)
+    return rows * d_model * itemsize
+
+
+def build_store(
+    model: GPTClassifier,
+    spec: TopSpec,
+    splits: dict[str, Sequence[Sequence[int]]],
+    *,
+    device: torch.device,
+    frozen_dtype: torch.dtype = torch.float32,
+    budget_bytes: int = CACHE_BUDGET_BYTES,
+) -> dict[str, FeatureStore]:
+    """One :class:`FeatureStore` per split, cached when all of them fit ``budget_bytes``."""
+    itemsize = torch.empty((), dtype=frozen_dtype).element_size()
+    counts = [len(s) for ids in splits.values() for s in ids]
+    need = estimate_cache_bytes(spec, counts, model.cfg.d_model, itemsize)
+    cache = need <= budget_bytes
+    if spec.mode != "ids":
+        if cache:
+            logger.info("caching the frozen part: %.1f MiB (%s)", need / 2**20, spec.mode)
+        else:
+            logger.warning(
+                "the frozen-part cache would take %.2f GiB, over the %.2f GiB budget: "
+                "recomputing the frozen blocks every step instead (slower, same results)",
+                need / 2**30,
+                budget_bytes / 2**30,
+            )
+    return {
+        name: FeatureStore(model, spec, ids, device=device, frozen_dtype=frozen_dtype, cache=cache)
+        for name, ids in splits.items()
+    }

@@ -1,0 +1,285 @@
+"""The training loop: epochs of length-bucketed batches over the trainable top of the model.
+
+Exact resume is a design goal: every random choice is derived from ``(seed, epoch, step)``
+(batch order per epoch, and torch's RNG is re-seeded before each optimizer step for
+dropout), the running sums are checkpointed as exact Python numbers, and the frozen-part
+caches are deterministic. A run killed at any moment and resumed from its last checkpoint
+therefore ends with bit-identical weights and metrics.
+
+Reported per epoch: ``train_loss``/``train_accuracy`` are running values over the epoch's
+training batches (train mode, weights changing), as most training loops report them;
+``val_loss``/``val_accuracy`` are computed in eval mode after the epoch. The final
+``metrics.json`` recomputes every split in eval mode with the best weights.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from .batches import derive_seed, epoch_batches, eval_batches
+from .checkpoint import TrainState, save_checkpoint
+from .frozen_cache import FeatureStore, TopSpec, forward_top
+from .model import GPTClassifier
+
+__all__ = ["EVAL_BATCH", "LoopState", "TrainingError", "evaluate", "fit"]
+
+logger = logging.getLogger(__name__)
+
+EVAL_BATCH = 64
+
+
+class TrainingError(RuntimeError):
+    """Training could not continue (non-finite loss or weights, inconsistent checkpoint)."""
+
+
+@dataclass
+class LoopState:
+    """Everything the loop needs to continue; all JSON-serializable (stored in state.json)."""
+
+    epoch: int = 0
+    """Epoch in progress (0-based); equals ``epochs`` once training is over."""
+    step: int = 0
+    """Optimizer steps already done in ``epoch``."""
+    global_step: int = 0
+    sum_loss: float = 0.0
+    """Sum over the epoch's seen examples of their training loss (batch mean x batch size)."""
+    n_correct: int = 0
+    n_seen: int = 0
+    epoch_seconds: float = 0.0
+    """Wall time spent in ``epoch`` so far (before a kill, too)."""
+    history: list[dict[str, Any]] = field(default_factory=list)
+    best_val_loss: float | None = None
+    best_epoch: int | None = None
+    bad_epochs: int = 0
+    """Epochs since the best validation loss (early-stopping patience counter)."""
+    finished: bool = False
+    stop_reason: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> LoopState:
+        return cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})
+
+
+def _trainable(model: GPTClassifier) -> dict[str, torch.Tensor]:
+    return {n: p for n, p in model.named_parameters() if p.requires_grad}
+
+
+def _snapshot(model: GPTClassifier) -> dict[str, torch.Tensor]:
+    return {n: p.detach().clone() for n, p in _trainable(model).items()}
+
+
+def load_trainable(model: GPTClassifier, tensors: dict[str, torch.Tensor], *, what: str) -> None:
+    """Copy ``tensors`` into the trainable parameters; the names must match exactly."""
+    params = _trainable(model)
+    if set(params) != set(tensors):
+        missing = sorted(set(params) - set(tensors))[:5]
+        extra = sorted(set(tensors) - set(params))[:5]
+        raise TrainingError(
+            f"the {what} do not match this model's trainable parameters (missing {missing}, "
+            f"unexpected {extra}); was the checkpoint written by another run?"
+        )
+    with torch.no_grad():
+        for name, p in params.items():
+            p.copy_(tensors[name])
+
+
+def evaluate(
+    model: GPTClassifier, spec: TopSpec, store: FeatureStore, targets: torch.Tensor
+) -> tuple[float | None, list[int]]:
+    """(mean cross-entropy or None when empty, predicted label ids) in eval mode."""
+    preds = [0] * len(store)
+    total = 0.0
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        for idx in eval_batches(store.lengths, EVAL_BATCH):
+            inputs, lengths = store.batch(idx)
+            logits = forward_top(model, spec, inputs, lengths)  # (B, num_labels)
+            total += F.cross_entropy(logits.float(), targets[idx], reduction="sum").item()
+            for i, p in zip(idx, logits.argmax(-1).tolist(), strict=True):
+                preds[i] = p
+    model.train(was_training)
+    return (total / len(store) if len(store) else None), preds
+
+
+def _check_finite_params(model: GPTClassifier, where: str, lr: float) -> None:
+    bad = [n for n, p in _trainable(model).items() if not torch.isfinite(p).all()]
+    if bad:
+        raise TrainingError(
+            f"parameters became non-finite ({', '.join(bad[:3])}) {where}; the last checkpoint "
+            f"is kept. The learning rate {lr:g} is probably too high: rerun with a lower --lr"
+        )
+
+
+def fit(
+    model: GPTClassifier,
+    spec: TopSpec,
+    stores: dict[str, FeatureStore],
+    targets: dict[str, torch.Tensor],
+    *,
+    run_dir: Path,
+    epochs: int,
+    batch_size: int,
+    grad_accum: int,
+    lr: float,
+    weight_decay: float,
+    seed: int,
+    early_stopping: int | None,
+    checkpoint_every: int,
+    progress: bool,
+    resume_from: TrainState | None = None,
+    on_epoch: Callable[[dict[str, Any]], None] | None = None,
+) -> tuple[LoopState, dict[str, torch.Tensor] | None]:
+    """Train until ``epochs`` or early stopping; return (final state, best trainable weights).
+
+    Checkpoints to ``run_dir/checkpoint`` at every epoch end and every ``checkpoint_every``
+    optimizer steps. Raises :class:`TrainingError` on a non-finite loss or weights.
+    """
+    from tqdm.auto import tqdm
+
+    params = list(_trainable(model).values())
+    # The fused kernel is ~6x faster than the per-tensor loop on CPU: it matters with
+    # --trainable all, where the 50257 x C token embedding is updated every step.
+    fused = all(p.device.type in ("cpu", "cuda") and p.dtype == torch.float32 for p in params)
+    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, fused=fused)
+    best: dict[str, torch.Tensor] | None = None
+    st = LoopState()
+    if resume_from is not None:
+        load_trainable(model, resume_from.trainable, what="checkpointed weights")
+        optimizer.load_state_dict(resume_from.optimizer)
+        st = LoopState.from_dict(resume_from.state)
+        best = resume_from.best
+        logger.info("resuming at epoch %d, step %d", st.epoch + 1, st.step)
+
+    def checkpoint(new_best: dict[str, torch.Tensor] | None, where: str) -> None:
+        _check_finite_params(model, where, lr)
+        save_checkpoint(
+            run_dir,
+            st.to_dict(),
+            trainable=_snapshot(model),
+            optimizer=optimizer.state_dict(),
+            best=new_best,
+        )
+
+    train_store, y_train = stores["train"], targets["train"]
+    while not st.finished and st.epoch < epochs:
+        epoch = st.epoch
+        batches = epoch_batches(train_store.lengths, batch_size, seed=seed, epoch=epoch)
+        groups = [batches[i : i + grad_accum] for i in range(0, len(batches), grad_accum)]
+        started = time.perf_counter() - st.epoch_seconds
+        model.train()
+        bar = tqdm(
+            total=len(groups),
+            initial=st.step,
+            desc=f"epoch {epoch + 1}/{epochs}",
+            disable=not progress,
+            file=sys.stderr,
+            leave=False,
+            dynamic_ncols=True,
+        )
+        for step in range(st.step, len(groups)):
+            group = groups[step]
+            # Dropout masks depend only on (seed, epoch, step): a resumed run replays them.
+            torch.manual_seed(derive_seed(seed, "dropout", epoch, step))
+            optimizer.zero_grad(set_to_none=True)
+            for idx in group:
+                inputs, lengths = train_store.batch(idx)
+                logits = forward_top(model, spec, inputs, lengths)  # (B, num_labels)
+                y = y_train[idx]
+                loss = F.cross_entropy(logits.float(), y)
+                if not torch.isfinite(loss):
+                    raise TrainingError(
+                        f"the training loss became {loss.item()} at epoch {epoch + 1}, step "
+                        f"{step + 1}; the last good checkpoint is kept in {run_dir}/checkpoint. "
+                        f"The learning rate {lr:g} is probably too high: rerun with a lower --lr"
+                    )
+                # Each micro-batch's mean loss weighs equally within the optimizer step.
+                (loss / len(group)).backward()
+                st.sum_loss += loss.item() * len(idx)
+                st.n_correct += int((logits.argmax(-1) == y).sum().item())
+                st.n_seen += len(idx)
+            optimizer.step()
+            st.step, st.global_step = step + 1, st.global_step + 1
+            bar.update(1)
+            bar.set_postfix(loss=f"{st.sum_loss / st.n_seen:.4f}")
+            if checkpoint_every and st.step % checkpoint_every == 0 and st.step < len(groups):
+                st.epoch_seconds = time.perf_counter() - started
+                checkpoint(None, f"after epoch {epoch + 1}, step {st.step}")
+        bar.close()
+
+        val_loss, val_preds = evaluate(model, spec, stores["val"], targets["val"])
+        if val_loss is not None and not math.isfinite(val_loss):
+            raise TrainingError(
+                f"the validation loss became {val_loss} after epoch {epoch + 1}; the last good "
+                f"checkpoint is kept. Rerun with a lower --lr (now {lr:g})"
+            )
+        n_val = len(stores["val"])
+        val_acc = (
+            sum(int(p == t) for p, t in zip(val_preds, targets["val"].tolist(), strict=True))
+            / n_val
+            if n_val
+            else None
+        )
+        record = {
+            "epoch": epoch + 1,
+            "train_loss": st.sum_loss / st.n_seen if st.n_seen else None,
+            "train_accuracy": st.n_correct / st.n_seen if st.n_seen else None,
+            "val_loss": val_loss,
+            "val_accuracy": val_acc,
+            "seconds": time.perf_counter() - started,
+            "lr": lr,
+            "steps": len(groups),
+        }
+        st.history.append(record)
+        new_best = None
+        if val_loss is None or st.best_val_loss is None or val_loss < st.best_val_loss:
+            best = new_best = _snapshot(model)
+            st.best_val_loss, st.best_epoch, st.bad_epochs = val_loss, epoch + 1, 0
+        else:
+            st.bad_epochs += 1
+        st.epoch, st.step = epoch + 1, 0
+        st.sum_loss, st.n_correct, st.n_seen, st.epoch_seconds = 0.0, 0, 0, 0.0
+        if early_stopping is not None and st.bad_epochs >= early_stopping:
+            st.finished = True
+            st.stop_reason = f"early stopping: no lower validation loss for {st.bad_epochs} epochs"
+        elif st.epoch >= epochs:
+            st.finished, st.stop_reason = True, "completed all epochs"
+        checkpoint(new_best, f"after epoch {epoch + 1}")
+        logger.info(
+            "epoch %d/%d: train loss %.4f acc %.4f | val loss %s acc %s | %.1fs",
+            epoch + 1,
+            epochs,
+            record["train_loss"] or 0.0,
+            record["train_accuracy"] or 0.0,
+            "-" if val_loss is None else f"{val_loss:.4f}",
+            "-" if val_acc is None else f"{val_acc:.4f}",
+            record["seconds"],
+        )
+        if on_epoch is not None:
+            on_epoch(record)
+    return st, best
+
+
+def label_targets(
+    labels: Sequence[str], names: Sequence[str], device: torch.device
+) -> torch.Tensor:
+    """Label strings -> (N,) int64 ids in ``names`` (logit) order."""
+    index = {name: i for i, name in enumerate(names)}
+    try:
+        ids = [index[y] for y in labels]
+    except KeyError as e:
+        raise TrainingError(f"label {e.args[0]!r} is not one of the run's labels {names}") from e
+    return torch.as_tensor(ids, dtype=torch.int64, device=device)

@@ -1,0 +1,135 @@
+"""Cheap checks of the benchmark programs' helpers (the benchmarks themselves are programs,
+run by hand: see benchmarks/README.md). No model is built here; the whole file takes seconds."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+BENCH_DIR = Path(__file__).resolve().parents[1] / "benchmarks"
+sys.path.insert(0, str(BENCH_DIR))
+
+import bench_coldstart  # noqa: E402
+import bench_inference  # noqa: E402
+import common  # noqa: E402
+
+
+def test_percentiles_are_exact_in_milliseconds() -> None:
+    stats = common.percentiles([0.005, 0.001, 0.003, 0.002, 0.004])
+    assert stats == {
+        "n": 5,
+        "p50_ms": 3.0,
+        "p90_ms": 4.6,
+        "p99_ms": 4.96,
+        "mean_ms": 3.0,
+        "min_ms": 1.0,
+        "max_ms": 5.0,
+    }
+
+
+def test_percentiles_of_nothing_is_an_error() -> None:
+    with pytest.raises(ValueError, match="at least one sample"):
+        common.percentiles([])
+
+
+def test_ratio_and_batches() -> None:
+    assert common.ratio(3.0, 2.0) == 1.5
+    assert common.ratio(1.0, 0.0) is None
+    assert common.ratio(None, 1.0) is None
+    assert common.batches([1, 2, 3, 4, 5], 2) == [[1, 2], [3, 4], [5]]
+
+
+def test_write_result_round_trips_and_environment_records_settings(tmp_path: Path) -> None:
+    env = common.environment(threads=2, providers=["CPUExecutionProvider"])
+    assert env["settings"] == {"threads": 2, "providers": ["CPUExecutionProvider"]}
+    assert set(env["cpu"]["flags"]) >= {"avx2", "avx512_vnni", "avx512_bf16", "amx_tile"}
+    assert {"torch", "onnxruntime-gpu", "optimum", "transformers", "numpy"} <= set(env["packages"])
+    path = common.write_result("demo", {"environment": env, "x": [1, 2]}, out_dir=tmp_path)
+    assert path == tmp_path / "demo.json"
+    assert json.loads(path.read_text())["x"] == [1, 2]
+
+
+def test_agreement_counts_argmax_matches_against_the_reference() -> None:
+    ref = np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4], [0.3, 0.7]], dtype=np.float32)
+    other = np.array([[0.8, 0.2], [0.3, 0.7], [0.4, 0.6], [0.3, 0.7]], dtype=np.float32)
+    out = bench_inference.agreement({"ref": ref, "other": other}, "ref")
+    assert out["ref"]["argmax_agreement"] == 1.0
+    assert out["other"]["argmax_agreement"] == 0.75
+    assert out["other"]["max_abs_prob_diff"] == pytest.approx(0.2, abs=1e-6)
+
+
+def test_targets_compare_ratios_with_thresholds() -> None:
+    b32 = {
+        "torch-fp32": {"texts_per_s": 10.0},
+        "ours-int8": {"texts_per_s": 120.0},
+        "ours-fp32": {"texts_per_s": 50.0},
+        "optimum-fp32": {"texts_per_s": 40.0},
+        "optimum-int8": {"texts_per_s": 60.0},
+    }
+    b1 = {k: dict(v) for k, v in b32.items()}
+    t = bench_inference._targets(b32, b1, {"ours-int8 vs ours-fp32": 0.99})
+    assert t["b32 ours-int8 / torch-fp32 texts/s >= 10"] == {
+        "value": 12.0,
+        "threshold": 10.0,
+        "met": True,
+    }
+    assert t["b32 ours-fp32 / optimum-fp32 texts/s >= 1.8"]["met"] is False  # 1.25
+    assert t["b32 ours-int8 / optimum-int8 texts/s >= 1.8"]["value"] == 2.0
+    assert t["ours int8 vs fp32 argmax agreement >= 0.995"]["met"] is False
+
+
+def test_coldstart_summary_takes_medians_and_peak_memory() -> None:
+    runs = [
+        {
+            "import_s": i,
+            "load_s": 2 * i,
+            "predict_s": 0.1,
+            "in_process_s": 3 * i,
+            "process_wall_s": 4 * i,
+            "vmhwm_kb": 1024 * i,
+            "wait4_maxrss_kb": 999_999,  # polluted by the parent: must be ignored
+            "torch_imported": False,
+            "model_file": "model.int8.onnx",
+        }
+        for i in (1, 3, 2)
+    ]
+    s = bench_coldstart.summarize(runs)
+    assert s["median_import_s"] == 2 and s["median_in_process_s"] == 6
+    assert s["median_peak_rss_mb"] == 2.0 and s["max_peak_rss_mb"] == 3.0
+    assert s["torch_imported"] is False and s["runs"] == 3
+
+
+def test_plot_latency_writes_a_png(tmp_path: Path) -> None:
+    import plot
+
+    rows = [
+        {"engine": e, "batch_size": b, "seq_len": t, "p50_ms": float(b * t) * k}
+        for k, e in ((1.0, "torch-fp32"), (0.3, "ours-int8"))
+        for b in (1, 8)
+        for t in (16, 64)
+    ]
+    out = plot.plot_latency({"sweep": rows}, tmp_path / "latency.png")
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with pytest.raises(ValueError, match="no fixed-shape sweep"):
+        plot.plot_latency({"sweep": []}, tmp_path / "empty.png")
+
+
+def test_bench_cuda_fails_fast_without_cuda() -> None:
+    from clf_runtime.session import cuda_is_usable
+
+    if cuda_is_usable():
+        pytest.skip("a CUDA device is usable here: the fail-fast path does not apply")
+    proc = subprocess.run(
+        [sys.executable, str(BENCH_DIR / "bench_cuda.py")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2
+    assert "onnxruntime cannot run on CUDA here" in proc.stderr
+    assert "--allow-cpu" in proc.stderr

@@ -1,0 +1,51 @@
+"""The runtime is embeddable: importing it must not load torch (nor need onnx)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+_CODE = """
+import sys
+import clf_runtime
+from clf_runtime import Classifier
+from clf_runtime import bench, bench_cli, predict_cli, session, batching
+{extra}
+heavy = sorted(m for m in ("torch", "onnx", "transformers", "matplotlib") if m in sys.modules)
+print(",".join(heavy) or "none")
+"""
+
+
+def _run(extra: str = "") -> str:
+    result = subprocess.run(
+        [sys.executable, "-c", _CODE.format(extra=extra)],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    )
+    return result.stdout.strip()
+
+
+def test_import_does_not_load_torch_or_onnx() -> None:
+    assert _run() == "none"
+
+
+def test_loading_and_predicting_does_not_load_torch_or_onnx(tiny_export_dir: Path) -> None:
+    extra = (
+        f"clf = Classifier.load({str(tiny_export_dir)!r}, providers='cpu', threads=1)\n"
+        "assert len(clf.predict(['hello', ''])) == 2\n"
+    )
+    assert _run(extra) == "none"
+
+
+@pytest.mark.parametrize(
+    "module", ["clf_runtime", "clf_runtime.predict_cli", "clf_runtime.bench_cli"]
+)
+def test_public_names_exist(module: str) -> None:
+    mod = __import__(module, fromlist=["__all__"])
+    for name in mod.__all__:
+        assert hasattr(mod, name), f"{module}.{name}"

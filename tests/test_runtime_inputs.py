@@ -1,0 +1,47 @@
+"""Property tests: random unicode text lists never crash the runtime, and results are stable."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from clf_runtime import Classifier
+from clf_runtime.batching import tokenize
+from clf_runtime.tokenizer import encode_batch
+
+# Any code point, lone surrogates included (category Cs), plus a few adversarial fragments.
+_text = st.one_of(
+    st.text(alphabet=st.characters(codec=None), max_size=80),
+    st.lists(
+        st.sampled_from([" ", "\n", "\x00", "<|endoftext|>", "é", "😀", "\ud800"]), max_size=20
+    ).map("".join),
+)
+
+
+@pytest.fixture(scope="module")
+def fp32(tiny_export_dir: Path) -> Classifier:
+    return Classifier.load(tiny_export_dir / "model.onnx", providers="cpu", threads=1)
+
+
+@settings(
+    max_examples=50, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(texts=st.lists(_text, min_size=1, max_size=6))
+def test_random_texts_alone_equal_batched(fp32: Classifier, texts: list[str]) -> None:
+    batched = fp32.predict_proba(texts, batch_size=len(texts))
+    assert batched.shape == (len(texts), len(fp32.labels))
+    assert np.isfinite(batched).all()
+    np.testing.assert_allclose(batched.astype(np.float64).sum(axis=1), 1.0, atol=1e-6, rtol=0)
+    alone = np.concatenate([fp32.predict_proba([t]) for t in texts])
+    np.testing.assert_allclose(batched, alone, atol=1e-5, rtol=0)
+
+
+@settings(max_examples=50, deadline=None)
+@given(text=st.text(alphabet=st.characters(codec=None), max_size=400), max_length=st.integers(1, 8))
+def test_cut_tokenization_equals_full(text: str, max_length: int) -> None:
+    # The head-preserving character cut never changes the kept tokens.
+    assert tokenize([text], max_length) == encode_batch([text], max_length=max_length)

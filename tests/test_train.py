@@ -1,0 +1,209 @@
+"""End-to-end training on a tiny CSV, the frozen-part cache, trainable sets, bucketing."""
+
+from __future__ import annotations
+
+import csv
+import itertools
+import json
+import random
+from pathlib import Path
+
+import pytest
+import torch
+
+from clf_runtime.tokenizer import encode_batch
+from clf_train.api import train
+from clf_train.batches import epoch_batches, eval_batches, pad_ids
+from clf_train.config import TrainConfig
+from clf_train.frozen_cache import apply_trainable, build_store, forward_top
+from clf_train.model import PRESETS, GPTClassifier, init_weights
+from clf_train.run_dir import load_run
+
+LABELS = ("food", "sport", "tech")
+WORDS = {
+    "sport": ["goal", "match", "team", "score", "ball", "coach"],
+    "tech": ["code", "chip", "data", "cloud", "robot", "laptop"],
+    "food": ["pizza", "bread", "soup", "apple", "cheese", "pasta"],
+}
+RUN_FILES = {
+    "accuracy.png",
+    "config.json",
+    "data_report.json",
+    "history.json",
+    "loss.png",
+    "metrics.json",
+    "model.safetensors",
+    "split/test.jsonl",
+    "split/train.jsonl",
+    "split/val.jsonl",
+}
+
+
+def write_csv(path: Path, n: int = 60) -> Path:
+    """``n`` rows, custom column names, three balanced labels, varied lengths."""
+    rng = random.Random(0)
+    with path.open("w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh)
+        w.writerow(["id", "message", "topic"])
+        for i in range(n):
+            label = ("sport", "tech", "food")[i % 3]
+            words = " and ".join(rng.choice(WORDS[label]) for _ in range(1 + i % 5))
+            w.writerow([i, f"today I saw the {words}, number {i}", label])
+    return path
+
+
+def tiny_config(tmp_path: Path, out: str = "run", **kw: object) -> TrainConfig:
+    values: dict = {
+        "data": str(write_csv(tmp_path / "data.csv")),
+        "text_col": "message",
+        "label_col": "topic",
+        "model": "gpt2-tiny",
+        "init": "random",
+        "epochs": 2,
+        "threads": 1,
+        "progress": False,
+        "out": str(tmp_path / out),
+        **kw,
+    }
+    return TrainConfig(**values)
+
+
+def files_under(root: Path) -> set[str]:
+    return {p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()}
+
+
+def test_end_to_end_run_dir_files_and_metrics_schema(tmp_path: Path) -> None:
+    result = train(tiny_config(tmp_path))
+    run = tmp_path / "run"
+    assert files_under(run) == RUN_FILES
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert set(metrics) == {"train", "val", "test"}
+    assert sum(m["n"] for m in metrics.values()) == 60
+    for m in metrics.values():
+        assert set(m) == {"n", "accuracy", "loss", "per_class", "macro_f1", "confusion_matrix"}
+        assert 0.0 <= m["accuracy"] <= 1.0
+        assert m["loss"] > 0
+        assert set(m["per_class"]) == set(LABELS)
+        for c in m["per_class"].values():
+            assert set(c) == {"precision", "recall", "f1", "support"}
+        cm = m["confusion_matrix"]
+        assert cm["labels"] == list(LABELS)
+        assert sum(map(sum, cm["matrix"])) == m["n"]
+        assert [sum(row) for row in cm["matrix"]] == [m["per_class"][x]["support"] for x in LABELS]
+    history = json.loads((run / "history.json").read_text())
+    assert [h["epoch"] for h in history["epochs"]] == [1, 2]
+    assert history["frozen_part"] == {"mode": "blocks", "start_block": 1, "cached": True}
+    cfg = json.loads((run / "config.json").read_text())
+    assert cfg["labels"] == list(LABELS)
+    assert cfg["max_length"] == 256
+    assert cfg["train"]["lr"] == 1e-3 and cfg["train"]["epochs"] == 2
+    assert cfg["train"]["seed"] == 123
+    assert cfg["train"]["init_source"] == "random:gpt2-tiny:seed=123"
+    # The saved weights reproduce the saved test metrics.
+    _, run_cfg = load_run(run)
+    assert run_cfg.labels == list(LABELS)
+    assert result.metrics == metrics
+
+    # Determinism: the same config and seed give identical metrics.
+    again = train(tiny_config(tmp_path, out="run2"))
+    assert again.metrics == metrics
+
+
+def _tiny_model(n_labels: int = 3, **cfg: object) -> GPTClassifier:
+    mcfg = PRESETS["gpt2-tiny"]
+    model = GPTClassifier(mcfg, n_labels)
+    init_weights(model, seed=7, n_layer=mcfg.n_layer)
+    return model
+
+
+TEXTS = [
+    "hello",
+    "a somewhat longer text about football matches",
+    "",
+    "x" * 40,
+    "cheese",
+    "hello again",
+]
+
+
+@pytest.mark.parametrize("budget", [4 * 1024**3, 0])  # cached, and the recompute fallback
+@pytest.mark.parametrize("trainable", [0, 1, 2])  # head, last-block, last-2-blocks
+def test_frozen_cache_is_exact(trainable: int, budget: int) -> None:
+    torch.manual_seed(0)
+    model = _tiny_model()
+    spec = apply_trainable(model, trainable)
+    ids = encode_batch(TEXTS, max_length=32)
+    y = torch.tensor([0, 1, 2, 0, 1, 2])
+    store = build_store(
+        model, spec, {"train": ids}, device=torch.device("cpu"), budget_bytes=budget
+    )["train"]
+    assert store.cached == (budget > 0)
+    model.train()  # dropout is 0: train mode must not change anything
+    idx = [5, 0, 3, 1]
+    inputs, lengths = store.batch(idx)
+    cached = forward_top(model, spec, inputs, lengths)
+    full = model(*pad_ids([ids[i] for i in idx]))
+    torch.testing.assert_close(cached, full, rtol=0, atol=1e-5)
+    loss_c = torch.nn.functional.cross_entropy(cached, y[idx])
+    loss_f = torch.nn.functional.cross_entropy(full, y[idx])
+    assert abs(loss_c.item() - loss_f.item()) < 1e-5
+
+
+def _state(path: Path) -> dict[str, torch.Tensor]:
+    model, _ = load_run(path)
+    return model.state_dict()
+
+
+def _initial(model: str) -> dict[str, torch.Tensor]:
+    m = GPTClassifier(PRESETS[model], len(LABELS))
+    init_weights(m, seed=123, n_layer=PRESETS[model].n_layer)
+    return m.state_dict()
+
+
+def test_head_only_training_changes_only_the_head(tmp_path: Path) -> None:
+    train(tiny_config(tmp_path, trainable="head", epochs=1))
+    after, before = _state(tmp_path / "run"), _initial("gpt2-tiny")
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert changed == {"head.weight", "head.bias"}
+
+
+def test_last_two_blocks_freeze_lower_blocks_and_embeddings(tmp_path: Path) -> None:
+    train(tiny_config(tmp_path, model="gpt2-mini", trainable="last-2-blocks", epochs=1))
+    after, before = _state(tmp_path / "run"), _initial("gpt2-mini")
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    frozen = [k for k in before if k.startswith(("backbone.wte", "backbone.wpe"))]
+    frozen += [k for k in before if k.startswith(("backbone.blocks.0.", "backbone.blocks.1."))]
+    assert not changed & set(frozen)
+    assert {"backbone.ln_f.weight", "backbone.ln_f.bias", "head.weight"} <= changed
+    assert any(k.startswith("backbone.blocks.2.") for k in changed)
+    assert any(k.startswith("backbone.blocks.3.") for k in changed)
+
+
+def test_length_bucketing_covers_every_example_once() -> None:
+    rng = random.Random(1)
+    lengths = [rng.randint(1, 30) for _ in range(103)]
+    seen_orders = set()
+    for epoch in range(3):
+        batches = epoch_batches(lengths, 8, seed=123, epoch=epoch)
+        flat = [i for b in batches for i in b]
+        assert sorted(flat) == list(range(103))
+        assert sorted(len(b) for b in batches) == [7] + [8] * 12
+        # Buckets: the batches, taken by their shortest member, do not interleave in length.
+        spans = sorted((min(lengths[i] for i in b), max(lengths[i] for i in b)) for b in batches)
+        assert all(a[1] <= b[0] for a, b in itertools.pairwise(spans))
+        assert batches == epoch_batches(lengths, 8, seed=123, epoch=epoch)
+        seen_orders.add(tuple(flat))
+    assert len(seen_orders) == 3  # a new order every epoch
+    assert sorted(i for b in eval_batches(lengths, 10) for i in b) == list(range(103))
+
+
+def test_bf16_frozen_cache_is_close_to_fp32() -> None:
+    model = _tiny_model()
+    spec = apply_trainable(model, 1)
+    ids = encode_batch(TEXTS, max_length=32)
+    out = {}
+    for dtype in (torch.float32, torch.bfloat16):
+        store = build_store(model, spec, {"t": ids}, device=torch.device("cpu"), frozen_dtype=dtype)
+        out[dtype] = forward_top(model, spec, *store["t"].batch(range(len(TEXTS))))
+    diff = (out[torch.float32] - out[torch.bfloat16]).abs().max().item()
+    assert 0 < diff < 0.02  # bf16 is really used, and stays close
