@@ -39,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="longest token sequence (default: the run's; min(256, context) for --state-dict)",
     )
     p.add_argument(
-        "--eval-split", default="test", help="run split for the int8/fp16 comparison (test)"
+        "--eval-split", default=None, help="run split for the comparison (default: test, if any)"
     )
     p.add_argument("--eval-data", help="labelled .jsonl/.csv (text,label) for the comparison")
     p.add_argument(

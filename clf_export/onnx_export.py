@@ -388,16 +388,17 @@ def export_run(
     fp16: bool = False,
     opset: int = DEFAULT_OPSET,
     max_length: int | None = None,
-    eval_split: str | None = "test",
+    eval_split: str | None = None,
     eval_data: str | os.PathLike[str] | None = None,
     **options: Any,
 ) -> ExportReport:
     """Export the trained model of a ``clf-train`` run directory (``clf-export RUN_DIR``).
 
     ``max_length`` defaults to the run's. The int8 / fp16 comparison runs on ``eval_data``
-    (a .jsonl / .csv file) when given, else on the run's ``split/<eval_split>.jsonl`` when
-    it exists. ``options`` are passed to :func:`export_model` (``int8_format``,
-    ``quantize_embeddings``, ``overwrite``, ``threads``, ``external_data_threshold``, ...).
+    (a .jsonl / .csv file) when given, else on the run's ``split/<eval_split>.jsonl`` (which
+    must exist), else on ``split/test.jsonl`` when the run has one. ``options`` are passed to
+    :func:`export_model` (``int8_format``, ``quantize_embeddings``, ``overwrite``,
+    ``threads``, ``external_data_threshold``, ...).
     Raises :class:`~clf_train.run_dir.RunDirError` for a missing or inconsistent run dir.
     """
     from clf_train.run_dir import SPLIT_DIR, load_run, read_split
@@ -407,9 +408,12 @@ def export_run(
     data, data_source = None, None
     if eval_data is not None:
         data, data_source = read_labelled_file(eval_data), str(eval_data)
-    elif eval_split is not None and (run_dir / SPLIT_DIR / f"{eval_split}.jsonl").is_file():
+    elif eval_split is not None:  # asked for: it must exist (read_split raises RunDirError)
         data = read_split(run_dir, eval_split)
         data_source = str(run_dir / SPLIT_DIR / f"{eval_split}.jsonl")
+    elif (run_dir / SPLIT_DIR / "test.jsonl").is_file():  # default: the test split if present
+        data = read_split(run_dir, "test")
+        data_source = str(run_dir / SPLIT_DIR / "test.jsonl")
     return export_model(
         model,
         run_cfg.labels,

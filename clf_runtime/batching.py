@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .errors import InvalidInputError
-from .tokenizer import encode_batch
+from .tokenizer import CHARS_PER_TOKEN_BOUND, encode_batch
 
 __all__ = [
     "CHARS_PER_TOKEN_BOUND",
@@ -31,13 +31,6 @@ __all__ = [
 ]
 
 CHUNK_SIZE = 4096
-# The longest GPT-2 token is 66 characters, so the first `max_length` tokens of a text never
-# reach past `max_length * 66` characters. Cutting the text at `max_length * 128` characters
-# before tokenizing keeps the head identical for normal text, keeps tokenization of a 10 MB
-# string cheap, and avoids tiktoken's stack overflow on ~1M-character whitespace runs (it
-# panics with a BaseException). Exception: a single "word" (one regex pre-token) straddling
-# the cut inside the first `max_length` tokens may tokenize differently near its end.
-CHARS_PER_TOKEN_BOUND = 128
 
 
 def _describe(item: object) -> str:
@@ -96,13 +89,10 @@ def iter_text_chunks(texts: Iterable[str], chunk_size: int = CHUNK_SIZE) -> Iter
 def tokenize(texts: list[str], max_length: int) -> list[list[int]]:
     """Token ids of each text, at most ``max_length`` (head kept); ``""`` -> ``[50256]``.
 
-    Texts are cut to ``max_length * CHARS_PER_TOKEN_BOUND`` characters first (see above).
-    Lone surrogates need no sanitizing: tiktoken (checked with 0.14) replaces them with
-    U+FFFD itself; NUL bytes and ``<|endoftext|>`` are ordinary text.
+    Texts are cut to ``max_length * CHARS_PER_TOKEN_BOUND`` characters first (see
+    :mod:`clf_runtime.tokenizer`); NUL bytes and ``<|endoftext|>`` are ordinary text.
     """
-    limit = max_length * CHARS_PER_TOKEN_BOUND
-    cut = [t if len(t) <= limit else t[:limit] for t in texts]
-    return encode_batch(cut, max_length=max_length)
+    return encode_batch(texts, max_length=max_length)
 
 
 @dataclass(frozen=True)

@@ -18,10 +18,23 @@ from importlib import resources
 
 import tiktoken
 
-__all__ = ["END_OF_TEXT_ID", "TOKENIZER_NAME", "encode_batch", "get_encoding"]
+__all__ = [
+    "CHARS_PER_TOKEN_BOUND",
+    "END_OF_TEXT_ID",
+    "TOKENIZER_NAME",
+    "encode_batch",
+    "get_encoding",
+]
 
 TOKENIZER_NAME = "gpt2"
 END_OF_TEXT_ID = 50256
+# The longest GPT-2 token is 66 characters, so the first `max_length` tokens of a text never
+# reach past `max_length * 66` characters. Cutting the text at `max_length * 128` characters
+# before tokenizing keeps the head identical for normal text, keeps tokenization of a 10 MB
+# string cheap, and avoids tiktoken's stack overflow on ~1M-character whitespace runs (it
+# panics with a BaseException). Exception: a single "word" (one regex pre-token) straddling
+# the cut inside the first `max_length` tokens may tokenize differently near its end.
+CHARS_PER_TOKEN_BOUND = 128
 _RANKS_FILE = "gpt2.tiktoken"
 _RANKS_SHA256 = "306cd27f03c1a714eca7108e03d66b7dc042abe8c258b44c199a7ed9838dd930"
 # The same split pattern tiktoken uses for its "gpt2" encoding.
@@ -60,12 +73,17 @@ def get_encoding(name: str = TOKENIZER_NAME) -> tiktoken.Encoding:
 def encode_batch(
     texts: Sequence[str], *, max_length: int | None = None, num_threads: int = 2
 ) -> list[list[int]]:
-    """Encode texts as ordinary text; keep the first ``max_length`` tokens of each (head truncation).
+    """Encode texts as ordinary text, keeping the first ``max_length`` tokens of each (the head).
 
-    An empty text encodes to ``[END_OF_TEXT_ID]`` so that every text has a last real token to
-    pool on: the model sees "end of text" and nothing else.
+    With ``max_length``, texts are first cut to ``max_length * CHARS_PER_TOKEN_BOUND``
+    characters (see above). An empty text encodes to ``[END_OF_TEXT_ID]`` so that every text
+    has a last real token to pool on: the model sees "end of text" and nothing else. Lone
+    surrogates need no sanitizing: tiktoken replaces them with U+FFFD itself.
     """
     enc = get_encoding()
+    if max_length is not None:
+        limit = max_length * CHARS_PER_TOKEN_BOUND
+        texts = [t if len(t) <= limit else t[:limit] for t in texts]
     ids = enc.encode_ordinary_batch(list(texts), num_threads=num_threads)
     out: list[list[int]] = []
     for seq in ids:
