@@ -312,18 +312,11 @@ def export_model(
 
             int8_info = None
             if quantize:
-                scratch = tmp / "scratch.int8.onnx"
                 proto, int8_info = quantize_int8(
-                    fp32_path,
-                    scratch,
-                    int8_format=int8_format,
-                    quantize_embeddings=quantize_embeddings,
-                    external_data=written["fp32"] is not None,
+                    fp32_path, int8_format=int8_format, quantize_embeddings=quantize_embeddings
                 )
                 names += write(proto, "int8")
                 del proto
-                for path in tmp.glob("scratch.int8.onnx*"):
-                    path.unlink()
                 sessions["int8"] = make_session(tmp / MODEL_FILES["int8"], threads=threads)
                 got = [run_logits(sessions["int8"], ids, lens) for ids, lens in probes]
                 if not all(np.all(np.isfinite(x)) for x in got):

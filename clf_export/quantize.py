@@ -2,24 +2,17 @@
 
 Before anything, :func:`fold_weight_transforms` turns weight-only Split / Transpose nodes into
 plain initializers (applied to the fp32 graph too), since the quantizer only touches MatMuls
-whose weight is an initializer. Then two parts:
-
-1. ``onnxruntime.quantization.quantize_dynamic`` on every MatMul with a constant weight:
-   weights int8 ahead of time, activations quantized to uint8 per call (dynamic quantization
-   always uses uint8 activations). The weight format follows onnxruntime's quantization guide
-   (see :func:`resolve_int8_format`). The classification head stays fp32: it is tiny, and it
-   is where rounding would flip a decision.
-2. The token embedding table (``vocab_size x d_model``, 154 MB of the 498 MB GPT-2 small fp32
-   file) becomes weight-only int8 with one scale per row. onnxruntime's own Gather
-   quantization uses one uint8 scale for the whole table; a scale per token row keeps each
-   row's relative error at about 0.2 % whatever its norm. The rows are dequantized right
-   after the lookup, so all arithmetic stays float. This cuts the file and the runtime's cold
-   start and resident memory.
+whose weight is an initializer. Then :func:`clf_export.rowwise_int8.quantize_rowwise_int8`
+rewrites every MatMul with a constant weight as a u8 x s8 integer GEMM with one activation
+scale per row (token) and one weight scale per output channel, and stores the embedding tables as int8 with one scale per
+row. Per-row activation scales keep the pooling contract: a text's int8 logits do not depend
+on its batch mates or its padding, which onnxruntime's ``quantize_dynamic`` (one scale per
+tensor) breaks. The classification head stays fp32: it is tiny, and it is where rounding
+would flip a decision.
 """
 
 from __future__ import annotations
 
-import logging
 import math
 import platform
 from pathlib import Path
@@ -34,11 +27,11 @@ __all__ = [
     "cpu_has_vnni",
     "fold_weight_transforms",
     "quantize_int8",
-    "quantize_token_embedding",
+    "resolve_int8_format",
 ]
 
-INT8_FORMATS = ("auto", "u8s8", "u8u8", "u8s8-reduce-range")
-"""``--int8-format`` choices: activation type, weight type (u8 activations are fixed)."""
+INT8_FORMATS = ("auto", "u8s8", "u8s8-reduce-range")
+"""``--int8-format`` choices: uint8 activations (zero point 128) x int8 weights, 8 or 7 bits."""
 
 _WHY = {
     "u8s8": (
@@ -46,16 +39,11 @@ _WHY = {
         "and fastest CPU format; with VNNI (VPDPBUSD) the u8 x s8 products accumulate straight "
         "into int32, so nothing saturates"
     ),
-    "u8u8": (
-        "uint8 activations x uint8 weights (QUInt8): on x86 without VNNI, onnxruntime runs "
-        "U8S8 with VPMADDUBSW, whose int16 intermediate sums can saturate and cost accuracy; "
-        "U8U8 takes another kernel path that does not saturate (what onnxruntime's guide and "
-        "optimum's AVX2 preset use)"
-    ),
     "u8s8-reduce-range": (
-        "uint8 activations x 7-bit int8 weights (QInt8, reduce_range): keeps the U8S8 kernels "
-        "on x86 without VNNI while leaving headroom against VPMADDUBSW saturation, at the "
-        "price of one bit of weight precision"
+        "uint8 activations x 7-bit int8 weights (reduce_range): onnxruntime's guide warns that "
+        "on x86 without VNNI the U8S8 kernels (VPMADDUBSW) sum pairs of products into int16, "
+        "which can saturate; 7-bit weights leave the headroom, at the price of one bit of "
+        "weight precision"
     ),
 }
 
@@ -88,7 +76,7 @@ def resolve_int8_format(int8_format: str, *, vnni: bool | None = None) -> tuple[
         return "u8s8", _WHY["u8s8"] + f" (auto: {machine} CPU, no x86 saturation issue)"
     if cpu_has_vnni() if vnni is None else vnni:
         return "u8s8", _WHY["u8s8"] + " (auto: this CPU has AVX-512 VNNI or AVX-VNNI)"
-    return "u8u8", _WHY["u8u8"] + " (auto: this x86 CPU has no VNNI)"
+    return "u8s8-reduce-range", _WHY["u8s8-reduce-range"] + " (auto: this x86 CPU has no VNNI)"
 
 
 def fold_weight_transforms(model: Any) -> int:
@@ -159,147 +147,44 @@ def _head_nodes(graph: Any) -> list[str]:
 
 def quantize_int8(
     fp32_path: Path,
-    out_path: Path,
     *,
     int8_format: str = "auto",
-    per_channel: bool = True,
     quantize_embeddings: bool = True,
-    external_data: bool = False,
 ) -> tuple[Any, dict[str, Any]]:
     """Quantize the fp32 graph at ``fp32_path``; return the int8 ``ModelProto`` and its settings.
 
-    ``out_path`` is a scratch file for onnxruntime's quantizer (it only writes to disk); the
-    caller adds metadata and saves the returned model. ``external_data`` must be True when the
-    fp32 model is over 2 GB (protobuf's limit).
+    The caller adds metadata and saves the returned model (with external data when large).
     """
     import onnx
-    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    from .rowwise_int8 import quantize_rowwise_int8
 
     fmt, why = resolve_int8_format(int8_format)
-    weight_type = QuantType.QUInt8 if fmt == "u8u8" else QuantType.QInt8
-    reduce_range = fmt == "u8s8-reduce-range"
-    fp32_graph = onnx.load(str(fp32_path), load_external_data=False).graph
-    head = _head_nodes(fp32_graph)
-    head_weights = [n.input[1] for n in fp32_graph.node if n.name in head and len(n.input) > 1]
-    # In dynamic mode the quantizer first rewrites Gemm as MatMul + Add, naming the MatMul
-    # "<gemm>_MatMul"; exclude that name too.
-    head += [f"{name}_MatMul" for name in head]
-    # The quantizer logs a "consider pre-processing" hint on the root logger: not for users.
-    quant_logger = logging.getLogger()
-    level = quant_logger.level
-    quant_logger.setLevel(max(level, logging.ERROR))
+    fp32 = onnx.load(str(fp32_path))  # external data, if any, is read from beside the file
+    head = _head_nodes(fp32.graph)
     try:
-        quantize_dynamic(
-            str(fp32_path),
-            str(out_path),
-            op_types_to_quantize=["MatMul"],
-            per_channel=per_channel,
-            reduce_range=reduce_range,
-            weight_type=weight_type,
-            nodes_to_exclude=head,
-            use_external_data_format=external_data,
+        model, stats = quantize_rowwise_int8(
+            fp32,
+            exclude_nodes=head,
+            quantize_embedding=quantize_embeddings,
+            reduce_range=fmt == "u8s8-reduce-range",
         )
-    except Exception as e:  # the quantizer raises bare Exceptions and asserts
-        raise ExportError(f"onnxruntime could not quantize {fp32_path.name} to int8: {e}") from e
-    finally:
-        quant_logger.setLevel(level)
-    model = onnx.load(str(out_path))
-    float_weights = {
-        i for n in model.graph.node if n.op_type in ("MatMul", "Gemm") for i in n.input[1:2]
-    }
-    if not set(head_weights) <= float_weights:  # a quantizer that renames nodes lands here
-        raise ExportError(
-            f"onnxruntime's quantizer quantized the classification head ({head_weights}) "
-            "although it was excluded; the head must stay fp32"
-        )
-    n_int8 = sum(n.op_type in ("MatMulInteger", "DynamicQuantizeMatMul") for n in model.graph.node)
-    n_float = sum(n.op_type == "MatMul" for n in model.graph.node)
+    except (ValueError, KeyError) as e:
+        raise ExportError(f"could not quantize {fp32_path.name} to int8: {e}") from e
+    n_float = sum(n.op_type in ("MatMul", "Gemm") for n in model.graph.node)
     info: dict[str, Any] = {
         "format": fmt,
         "why": why,
         "cpu_has_vnni": cpu_has_vnni(),
-        "activation_type": "QUInt8 (dynamic, per call)",
-        "weight_type": "QUInt8" if weight_type == QuantType.QUInt8 else "QInt8",
-        "reduce_range": reduce_range,
-        "per_channel": per_channel,
-        "quantized_op_types": ["MatMul"],
-        "int8_matmuls": n_int8,
-        "float_matmuls": n_float,  # activation x activation (attention) products stay float
-        "excluded_nodes": head,
-        "embedding": None,
-    }
-    if quantize_embeddings:
-        info["embedding"] = quantize_token_embedding(model)
-    return model, info
-
-
-def quantize_token_embedding(model: Any, *, input_name: str = "input_ids") -> dict[str, Any] | None:
-    """Rewrite ``Gather(wte, input_ids)`` as int8 rows times a per-row scale, in place.
-
-    ``Gather(q, ids) -> Cast(float) -> Mul(Unsqueeze(Gather(scale, ids), -1))``: q is
-    ``round(wte / scale)`` in int8 (V, C) with ``scale = max|row| / 127`` (V,). Returns what
-    was done, or None when the graph has no such lookup or the table is shared with another
-    node (then it is left as it is).
-    """
-    from onnx import TensorProto, helper, numpy_helper
-
-    graph = model.graph
-    inits = {t.name: t for t in graph.initializer}
-    users: dict[str, int] = {}
-    for node in graph.node:
-        for name in node.input:
-            users[name] = users.get(name, 0) + 1
-    target = next(
-        (
-            n
-            for n in graph.node
-            if n.op_type == "Gather"
-            and len(n.input) == 2
-            and n.input[1] == input_name
-            and n.input[0] in inits
-            and len(inits[n.input[0]].dims) == 2
+        "scheme": (
+            "activations: uint8 per row (token), symmetric (zero point 128), scale computed per "
+            "call from that row alone; weights: int8 per output channel, symmetric"
         ),
-        None,
-    )
-    if target is None or users[target.input[0]] != 1:
-        return None
-    table_name = target.input[0]
-    table = numpy_helper.to_array(inits[table_name]).astype(np.float32)  # (V, C)
-    scale = np.abs(table).max(axis=1) / 127.0  # (V,)
-    scale[scale == 0] = 1.0  # an all-zero row stays zero with any scale
-    q = np.clip(np.rint(table / scale[:, None]), -127, 127).astype(np.int8)  # (V, C)
-    err = float(np.max(np.abs(q * scale[:, None] - table)))
-    rel_err = err / max(float(np.abs(table).max()), 1e-12)
-
-    base = table_name.replace("/", "_")
-    q_name, s_name, axes_name = f"{base}_int8", f"{base}_row_scale", f"{base}_unsqueeze_axes"
-    out = target.output[0]
-    new_nodes = [
-        helper.make_node("Gather", [q_name, input_name], [f"{out}_int8"], axis=0),  # (B, T, C)
-        helper.make_node("Cast", [f"{out}_int8"], [f"{out}_q"], to=TensorProto.FLOAT),
-        helper.make_node("Gather", [s_name, input_name], [f"{out}_scale"], axis=0),  # (B, T)
-        helper.make_node("Unsqueeze", [f"{out}_scale", axes_name], [f"{out}_scale3"]),  # (B, T, 1)
-        helper.make_node("Mul", [f"{out}_q", f"{out}_scale3"], [out]),  # (B, T, C)
-    ]
-    for node in new_nodes:
-        node.name = f"{target.name or 'wte'}/{node.output[0]}"
-    position = list(graph.node).index(target)
-    graph.node.remove(target)
-    for offset, node in enumerate(new_nodes):
-        graph.node.insert(position + offset, node)
-    graph.initializer.remove(inits[table_name])
-    graph.initializer.extend(
-        [
-            numpy_helper.from_array(q, q_name),
-            numpy_helper.from_array(scale.astype(np.float32), s_name),
-            numpy_helper.from_array(np.asarray([-1], dtype=np.int64), axes_name),
-        ]
-    )
-    return {
-        "table": table_name,
-        "shape": list(table.shape),
-        "scheme": "weight-only int8, symmetric, one scale per token row",
-        "fp32_bytes": int(table.nbytes),
-        "int8_bytes": int(q.nbytes + scale.nbytes),
-        "max_abs_error_relative_to_table_max": rel_err,
+        "weight_bits": stats.weight_bits,
+        "int8_matmuls": stats.matmuls_quantized,
+        # activation x activation (attention) products and the head stay float
+        "float_matmuls": n_float,
+        "excluded_nodes": head,
+        "embedding_tables_int8": stats.gathers_quantized,
     }
+    return model, info

@@ -196,6 +196,5 @@ def commit_export(tmp: Path, out_dir: Path, names: Sequence[str], report: Export
         for name in sorted(names, key=lambda n: not n.endswith(".data")):  # data before graphs
             os.replace(tmp / name, out_dir / name)
         report.write(out_dir / REPORT_FILE)
-        os.chmod(out_dir / REPORT_FILE, 0o644)  # atomic writes start 0600, like mkstemp
     except OSError as e:
         raise ExportError(f"cannot move the export into {out_dir}: {e}") from e

@@ -23,7 +23,7 @@ rows is trivially batch-invariant): it shrinks the file by ~4x for a 50,257 x d 
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 
 import numpy as np
@@ -130,7 +130,19 @@ def _constant_weight(
     return w, bias
 
 
-def _rowwise_matmul(node, w, bias, qmax, opset, const, zp, inv127, eps, flat):  # noqa: ANN001
+def _rowwise_matmul(
+    node: onnx.NodeProto,
+    w: np.ndarray,
+    bias: str | None,
+    qmax: int,
+    opset: int,
+    const: Callable[[str, np.ndarray], str],
+    zp: str,
+    inv127: str,
+    eps: str,
+    flat: str,
+) -> list[onnx.NodeProto]:
+    """Nodes computing ``node``'s output with per-row int8 activations (see module doc)."""
     k, n = w.shape
     p = f"rq8.{node.name or node.output[0]}"
     w_scale = np.maximum(np.abs(w).max(axis=0), 1e-12) / qmax  # (N,)
@@ -155,7 +167,9 @@ def _rowwise_matmul(node, w, bias, qmax, opset, const, zp, inv127, eps, flat):  
         helper.make_node("Abs", [t("x2")], [t("abs")]),
         reduce,  # (M, 1)
         helper.make_node("Mul", [t("amax"), inv127], [t("s0")]),
-        helper.make_node("Max", [t("s0"), eps], [t("sx")]),  # (M, 1); eps keeps an all-zero row finite
+        helper.make_node(
+            "Max", [t("s0"), eps], [t("sx")]
+        ),  # (M, 1); eps keeps an all-zero row finite
         helper.make_node("Reshape", [t("sx"), flat], [t("sx1")]),  # (M,)
         helper.make_node("Shape", [t("sx1")], [t("m")]),
         helper.make_node("Expand", [zp, t("m")], [t("zx")]),  # (M,) all 128
@@ -174,7 +188,10 @@ def _rowwise_matmul(node, w, bias, qmax, opset, const, zp, inv127, eps, flat):  
     return out
 
 
-def _int8_gather(node, table, const):  # noqa: ANN001
+def _int8_gather(
+    node: onnx.NodeProto, table: np.ndarray, const: Callable[[str, np.ndarray], str]
+) -> list[onnx.NodeProto]:
+    """Nodes computing ``Gather(table, ids)`` from int8 rows and one scale per row."""
     p = f"rq8.{node.name or node.output[0]}"
     scale = np.maximum(np.abs(table).max(axis=1, keepdims=True), 1e-12) / 127.0  # (V, 1)
     q = np.clip(np.round(table / scale), -127, 127).astype(np.int8)  # (V, C)
