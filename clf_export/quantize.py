@@ -4,10 +4,10 @@ Before anything, :func:`fold_weight_transforms` turns weight-only Split / Transp
 plain initializers (applied to the fp32 graph too), since the quantizer only touches MatMuls
 whose weight is an initializer. Then :func:`clf_export.rowwise_int8.quantize_rowwise_int8`
 rewrites every MatMul with a constant weight as a u8 x s8 integer GEMM with one activation
-scale per row (token) and one weight scale per output channel, and stores the embedding tables as int8 with one scale per
-row. Per-row activation scales keep the pooling contract: a text's int8 logits do not depend
-on its batch mates or its padding, which onnxruntime's ``quantize_dynamic`` (one scale per
-tensor) breaks. The classification head stays fp32: it is tiny, and it is where rounding
+scale per row (token) and one weight scale per output channel, and stores the embedding
+tables as int8 with one scale per row. Per-row activation scales keep the pooling contract:
+a text's int8 logits do not depend on its batch mates or its padding, which onnxruntime's
+``quantize_dynamic`` (one scale per tensor) breaks. The classification head stays fp32: it is tiny, and it is where rounding
 would flip a decision.
 """
 
