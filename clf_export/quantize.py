@@ -1,4 +1,4 @@
-"""int8 dynamic quantization of an exported fp32 graph, for onnxruntime on CPU.
+"""int8 quantization of an exported fp32 graph, for onnxruntime on CPU.
 
 Before anything, :func:`fold_weight_transforms` turns weight-only Split / Transpose nodes into
 plain initializers (applied to the fp32 graph too), since the quantizer only touches MatMuls
@@ -7,8 +7,8 @@ rewrites every MatMul with a constant weight as a u8 x s8 integer GEMM with one 
 scale per row (token) and one weight scale per output channel, and stores the embedding
 tables as int8 with one scale per row. Per-row activation scales keep the pooling contract:
 a text's int8 logits do not depend on its batch mates or its padding, which onnxruntime's
-``quantize_dynamic`` (one scale per tensor) breaks. The classification head stays fp32: it is tiny, and it is where rounding
-would flip a decision.
+``quantize_dynamic`` (one scale per tensor) breaks. The classification head stays fp32: it
+is tiny, and it is where rounding would flip a decision.
 """
 
 from __future__ import annotations
