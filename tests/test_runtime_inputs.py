@@ -22,21 +22,21 @@ _text = st.one_of(
 )
 
 
-@pytest.fixture(scope="module")
-def fp32(tiny_export_dir: Path) -> Classifier:
-    return Classifier.load(tiny_export_dir / "model.onnx", providers="cpu", threads=1)
+@pytest.fixture(scope="module", params=["model.onnx", "model.int8.onnx"])
+def clf(request: pytest.FixtureRequest, tiny_export_dir: Path) -> Classifier:
+    return Classifier.load(tiny_export_dir / request.param, providers="cpu", threads=1)
 
 
 @settings(
     max_examples=50, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 @given(texts=st.lists(_text, min_size=1, max_size=6))
-def test_random_texts_alone_equal_batched(fp32: Classifier, texts: list[str]) -> None:
-    batched = fp32.predict_proba(texts, batch_size=len(texts))
-    assert batched.shape == (len(texts), len(fp32.labels))
+def test_random_texts_alone_equal_batched(clf: Classifier, texts: list[str]) -> None:
+    batched = clf.predict_proba(texts, batch_size=len(texts))
+    assert batched.shape == (len(texts), len(clf.labels))
     assert np.isfinite(batched).all()
     np.testing.assert_allclose(batched.astype(np.float64).sum(axis=1), 1.0, atol=1e-6, rtol=0)
-    alone = np.concatenate([fp32.predict_proba([t]) for t in texts])
+    alone = np.concatenate([clf.predict_proba([t]) for t in texts])
     np.testing.assert_allclose(batched, alone, atol=1e-5, rtol=0)
 
 
