@@ -71,7 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
         "small shapes for --init random",
     )
     m.add_argument(
-        "--weights", help="local pretrained weights (HF dir/safetensors or a torch state dict)"
+        "--weights",
+        help="local pretrained weights (HF dir/safetensors or a torch state dict); their "
+        "shape wins over --model",
     )
     m.add_argument(
         "--init",

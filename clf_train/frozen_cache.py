@@ -81,12 +81,24 @@ def apply_trainable(model: GPTClassifier, n_top: int | None) -> TopSpec:
 def forward_top(
     model: GPTClassifier, spec: TopSpec, inputs: torch.Tensor, lengths: torch.Tensor
 ) -> torch.Tensor:
-    """Logits (B, num_labels) from a batch produced by :class:`FeatureStore`."""
-    if spec.mode == "ids":
-        return model(inputs, lengths)
-    if spec.mode == "blocks":
+    """Logits (B, num_labels) from a batch produced by :class:`FeatureStore`.
+
+    With last-token pooling only the last real position leaves the top block, so that block
+    runs its query, MLP, final norm and head on one position per row (``Block.forward_last``;
+    the same logits as the full block, a fraction of the work). Not while training with
+    dropout: ``forward_last`` applies no attention/residual dropout.
+    """
+    if spec.mode == "pooled":
+        return model.head(inputs)
+    bb = model.backbone
+    last_only = model.pooling == "last" and (not model.training or model.cfg.dropout == 0.0)
+    if not last_only:
+        if spec.mode == "ids":
+            return model(inputs, lengths)
         return model.forward_from_block(inputs, lengths, spec.start)
-    return model.head(inputs)
+    x = bb.embed(inputs) if spec.mode == "ids" else inputs  # (B, T, C)
+    x = bb.run_blocks(x, spec.start, len(bb.blocks) - 1)
+    return model.head(bb.ln_f(bb.blocks[-1].forward_last(x, lengths)))  # (B, num_labels)
 
 
 @contextlib.contextmanager

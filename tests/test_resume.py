@@ -191,3 +191,24 @@ def test_existing_out_dir_is_refused(
     assert main(flags(data, out)) == 2
     assert "--overwrite" in capsys.readouterr().err
     assert {p.name for p in out.iterdir()} == {"keep.txt"}
+
+
+def test_crash_while_writing_final_files_is_resumable(
+    reference: tuple[Path, dict], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data, expected = reference
+    out = tmp_path / "run"
+
+    def crash(*args: object) -> None:
+        raise Boom("simulated kill after metrics.json, before the plots")
+
+    monkeypatch.setattr("clf_train.api.plot_history", crash)
+    with pytest.raises(Boom):
+        train(config(data, out))
+    monkeypatch.undo()
+    assert not (out / "config.json").exists()  # not a finished run yet
+    state = load_checkpoint(out)
+    assert state is not None and state.state["finished"] is True
+    result = train(TrainConfig(resume=str(out), progress=False))
+    assert result.metrics == expected
+    assert (out / "config.json").is_file() and not (out / "checkpoint").exists()

@@ -109,9 +109,9 @@ def test_end_to_end_run_dir_files_and_metrics_schema(tmp_path: Path) -> None:
     assert again.metrics == metrics
 
 
-def _tiny_model(n_labels: int = 3, **cfg: object) -> GPTClassifier:
+def _tiny_model(n_labels: int = 3, pooling: str = "last") -> GPTClassifier:
     mcfg = PRESETS["gpt2-tiny"]
-    model = GPTClassifier(mcfg, n_labels)
+    model = GPTClassifier(mcfg, n_labels, pooling=pooling)
     init_weights(model, seed=7, n_layer=mcfg.n_layer)
     return model
 
@@ -127,17 +127,17 @@ TEXTS = [
 
 
 @pytest.mark.parametrize("budget", [4 * 1024**3, 0])  # cached, and the recompute fallback
-@pytest.mark.parametrize("trainable", [0, 1, 2])  # head, last-block, last-2-blocks
-def test_frozen_cache_is_exact(trainable: int, budget: int) -> None:
-    torch.manual_seed(0)
-    model = _tiny_model()
+@pytest.mark.parametrize("trainable", [0, 1, 2, None])  # head, last-block, last-2-blocks, all
+@pytest.mark.parametrize("pooling", ["last", "mean"])
+def test_frozen_cache_is_exact(trainable: int | None, budget: int, pooling: str) -> None:
+    model = _tiny_model(pooling=pooling)
     spec = apply_trainable(model, trainable)
     ids = encode_batch(TEXTS, max_length=32)
     y = torch.tensor([0, 1, 2, 0, 1, 2])
     store = build_store(
         model, spec, {"train": ids}, device=torch.device("cpu"), budget_bytes=budget
     )["train"]
-    assert store.cached == (budget > 0)
+    assert store.cached == (budget > 0 and trainable is not None)
     model.train()  # dropout is 0: train mode must not change anything
     idx = [5, 0, 3, 1]
     inputs, lengths = store.batch(idx)
