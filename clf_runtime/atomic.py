@@ -48,11 +48,12 @@ def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     os.close(fd)
-    # mkstemp creates 0600; give the file the mode an ordinary open() would (0666 & ~umask).
-    os.chmod(tmp_name, 0o666 & ~_UMASK)
     tmp = Path(tmp_name)
     try:
         yield tmp
+        # mkstemp creates 0600 (and a writer may recreate the file): give it the mode an
+        # ordinary open() would, 0666 & ~umask.
+        os.chmod(tmp, 0o666 & ~_UMASK)
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, target)

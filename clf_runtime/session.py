@@ -21,6 +21,7 @@ import base64
 import functools
 import mmap
 import os
+import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
@@ -60,9 +61,21 @@ EXPECTED_OUTPUT = ("logits", "tensor(float)")
 
 
 @functools.cache
+def _no_nvidia_driver() -> bool:
+    """On Linux, no NVIDIA kernel driver means no CUDA: skip onnxruntime's noisy attempt."""
+    return sys.platform.startswith("linux") and not (
+        os.path.exists("/dev/nvidiactl") or os.path.exists("/proc/driver/nvidia")
+    )
+
+
+@functools.lru_cache(maxsize=1)
 def cuda_is_usable() -> bool:
-    """True when onnxruntime lists CUDA and a session on it really runs on CUDA."""
-    if CUDA not in ort.get_available_providers():
+    """True when onnxruntime lists CUDA and a session on it really runs on CUDA.
+
+    Probed once per process: onnxruntime-gpu silently falls back to CPU (after logging an
+    error) when CUDA libraries are missing, so only a real session tells.
+    """
+    if CUDA not in ort.get_available_providers() or _no_nvidia_driver():
         return False
     try:
         probe = ort.InferenceSession(_PROBE_MODEL, providers=[CUDA, CPU])
