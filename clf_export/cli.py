@@ -46,13 +46,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--int8-format",
         choices=INT8_FORMATS,
         default="auto",
-        help="int8 kernels: auto = u8s8 on CPUs with VNNI, u8u8 on other x86 CPUs",
+        help="int8 weights: auto = 8-bit (u8s8) with VNNI, else 7-bit (u8s8-reduce-range)",
     )
     p.add_argument(
         "--no-quantize-embeddings",
         dest="quantize_embeddings",
         action="store_false",
-        help="keep the token-embedding table fp32 in model.int8.onnx",
+        help="keep the embedding tables fp32 in model.int8.onnx",
     )
     p.add_argument("--threads", type=int, default=None, help="onnxruntime threads for checks")
     p.add_argument("--overwrite", action="store_true", help="replace an existing export in --out")

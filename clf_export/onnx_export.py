@@ -40,6 +40,7 @@ from clf_runtime.tokenizer import END_OF_TEXT_ID, TOKENIZER_NAME, encode_batch
 
 from .errors import ExportError
 from .fp16 import check_fp16, convert_fp16
+from .fusions import fuse_tanh_gelu
 from .parity import (
     PARITY_TOLERANCE,
     batched_logits,
@@ -298,9 +299,17 @@ def export_model(
             # The exporter's value_info shape hints are optional, and onnx's file-based shape
             # inference (run by the int8 quantizer) rejects some of them as inconsistent.
             del proto.graph.value_info[:]
+            (raw / "model.onnx").unlink()
+            for path in raw.iterdir():  # external data the exporter wrote for a large model
+                path.unlink()
+            # fp16 is converted from the graph before the onnxruntime-only fusions; saving
+            # with external data moves the tensors out of `proto`, so it is read back then.
+            unfused = raw / "unfused.onnx"
+            if fp16 and save_onnx(proto, unfused, threshold=external_data_threshold):
+                proto = onnx.load(str(unfused))
+            fuse_tanh_gelu(proto)
             names += write(proto, "fp32")
             del proto
-            shutil.rmtree(raw)
             fp32_path = tmp / MODEL_FILES["fp32"]
 
             sessions = {"fp32": make_session(fp32_path, threads=threads)}
@@ -327,7 +336,7 @@ def export_model(
 
             fp16_info = None
             if fp16:
-                proto = convert_fp16(fp32_path, tmp / "scratch.fp16.onnx")
+                proto = convert_fp16(unfused, tmp / "scratch.fp16.onnx")
                 names += write(proto, "fp16")
                 del proto
                 for path in tmp.glob("scratch.fp16.onnx*"):
@@ -337,6 +346,7 @@ def export_model(
                 )
                 if session is not None:
                     sessions["fp16"] = session
+            shutil.rmtree(raw)
 
             evaluation: dict[str, Any] = {"skipped": "no evaluation data (see --eval-data)"}
             if eval_tokens is not None:

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from .errors import ExportError
+from .fusions import drop_unused_initializers
 
 __all__ = [
     "INT8_FORMATS",
@@ -117,17 +118,8 @@ def fold_weight_transforms(model: Any) -> int:
                 graph.initializer.append(tensor)
                 inits[name] = tensor
         folded += 1
-    _drop_unused_initializers(model)
+    drop_unused_initializers(model)
     return folded
-
-
-def _drop_unused_initializers(model: Any) -> None:
-    graph = model.graph
-    used = {i for n in graph.node for i in n.input} | {o.name for o in graph.output}
-    # Delete by index: comparing large tensor messages for `remove` would be slow.
-    for index in reversed(range(len(graph.initializer))):
-        if graph.initializer[index].name not in used:
-            del graph.initializer[index]
 
 
 def _head_nodes(graph: Any) -> list[str]:

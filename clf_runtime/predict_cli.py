@@ -260,14 +260,33 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-header", action="store_true", help=".csv/.tsv input has no header row"
     )
     parser.add_argument("--include-text", action="store_true", help="copy each text into its line")
-    parser.add_argument("--batch-size", type=_positive_int, default=32)
-    parser.add_argument("--max-batch-tokens", type=_positive_int, default=8192)
-    parser.add_argument("--chunk-size", type=_positive_int, default=CHUNK_SIZE)
+    parser.add_argument(
+        "--batch-size", type=_positive_int, default=32, help="most texts per model call (32)"
+    )
+    parser.add_argument(
+        "--max-batch-tokens",
+        type=_positive_int,
+        default=8192,
+        help="most padded tokens (rows x longest) per model call (8192)",
+    )
+    parser.add_argument(
+        "--chunk-size",
+        type=_positive_int,
+        default=CHUNK_SIZE,
+        help=f"texts read, sorted by length and scored together; bounds memory ({CHUNK_SIZE})",
+    )
     parser.add_argument(
         "--providers", default="auto", help="auto, cpu, cuda or provider names, comma separated"
     )
-    parser.add_argument("--threads", type=_positive_int, default=None)
-    parser.add_argument("--precision", choices=["fp32", "int8", "fp16"], default=None)
+    parser.add_argument(
+        "--threads", type=_positive_int, default=None, help="onnxruntime threads (all CPUs)"
+    )
+    parser.add_argument(
+        "--precision",
+        choices=["fp32", "int8", "fp16"],
+        default=None,
+        help="model file of an export directory (default: fp16 on CUDA, int8 on CPU, else fp32)",
+    )
     parser.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     return parser
 

@@ -19,7 +19,7 @@ _EPILOG = """\
 presets:
   --preset sms-demo   offline demo: --data sms-spam --balance --model gpt2-mini --init random
                       --trainable all --lr 1e-3 --epochs 5 --batch-size 8. Trains a small GPT
-                      from scratch on the balanced SMS Spam Collection: >= 92 %% test accuracy
+                      from scratch on the balanced SMS Spam Collection: >= 92 % test accuracy
                       in a few minutes on 2 CPU cores. Explicit flags override preset values.
 
 speed:

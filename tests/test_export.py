@@ -304,6 +304,28 @@ def test_fp16_checked_and_close(exported: tuple[Path, dict]) -> None:
     assert report["evaluation"]["fp16_vs_fp32"]["argmax_agreement"] == 1.0
 
 
+def test_graph_rewrites(exported: tuple[Path, dict]) -> None:
+    """GELU is one FastGelu per block (fp32, int8); int8 runs every weight product as an
+    integer GEMM; fp16 keeps the plain decomposed GELU (converted before the fusion)."""
+    from collections import Counter
+
+    import onnx
+
+    out, report = exported
+
+    def ops(precision: str) -> Counter:
+        path = out / MODEL_FILES[precision]
+        return Counter(n.op_type for n in onnx.load(str(path), load_external_data=False).graph.node)
+
+    n_layer = PRESETS["gpt2-tiny"].n_layer
+    fp32, int8, fp16 = ops("fp32"), ops("int8"), ops("fp16")
+    assert fp32["FastGelu"] == int8["FastGelu"] == n_layer
+    assert fp32["Tanh"] == int8["Tanh"] == 0
+    assert int8["MatMulIntegerToFloat"] == report["int8"]["int8_matmuls"] == 9
+    assert int8["Gemm"] == 1  # the fp32 head
+    assert fp16["Tanh"] == n_layer and fp16["FastGelu"] == 0
+
+
 def test_int8_format_choice() -> None:
     assert resolve_int8_format("auto", vnni=True)[0] == "u8s8"
     import platform
