@@ -78,7 +78,7 @@ def make_split(work: Path, limit: int | None, seed: int) -> dict[str, Any]:
     import pandas as pd
 
     os.environ.setdefault("CLF_DATA_DIR", str(common.SMS_DIR))
-    from clf_train.data import prepare_data
+    from clf_train.splits import prepare_data
 
     data = prepare_data("sms-spam", balance=True, seed=seed)
     sizes = {}

@@ -253,7 +253,7 @@ def sms_test_split(seed: int = 123) -> tuple[list[str], list[str], list[str]]:
     300 test texts keep the real length mix of SMS messages (median ~ 25 GPT-2 tokens).
     """
     os.environ.setdefault("CLF_DATA_DIR", str(SMS_DIR))
-    from clf_train.data import prepare_data
+    from clf_train.splits import prepare_data
 
     data = prepare_data("sms-spam", balance=True, seed=seed)
     return list(data.test.texts), list(data.test.labels), list(data.label_names)

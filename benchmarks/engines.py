@@ -109,7 +109,7 @@ def build_ours(
     run_cfg.write(run_dir)
     save_weights(run_dir / WEIGHTS_FILE, clf, run_config=run_cfg)
     os.environ.setdefault("CLF_DATA_DIR", str(common.SMS_DIR))
-    from clf_train.data import prepare_data
+    from clf_train.splits import prepare_data
 
     data = prepare_data("sms-spam", balance=True, seed=123)
     for name in ("train", "val", "test"):

@@ -168,7 +168,7 @@ def train(
     if cfg.threads is not None:
         torch.set_num_threads(cfg.threads)
 
-    from .data import prepare_data
+    from .splits import prepare_data
 
     data = prepare_data(
         cfg.data or "",

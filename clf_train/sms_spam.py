@@ -14,7 +14,7 @@
    located (through ``importlib.metadata``); none of the package's code is imported.
 
 Every source has the same layout (headerless ``label<TAB>text``), whatever its extension, so
-``clf_train.data.prepare_data`` reads the named source as such and never sniffs it.
+``clf_train.splits.prepare_data`` reads the named source as such and never sniffs it.
 If nothing is found, ``DataError`` says exactly how to supply the file.
 """
 

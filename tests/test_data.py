@@ -16,13 +16,8 @@ from pathlib import Path
 import pytest
 
 from clf_train import sms_spam
-from clf_train.data import (
-    MAX_TEXT_CHARS,
-    DataError,
-    LabeledData,
-    load_labeled_file,
-    prepare_data,
-)
+from clf_train.data import MAX_TEXT_CHARS, DataError, LabeledData, load_labeled_file
+from clf_train.splits import prepare_data
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 SMS_FILE = SHARED / "sms_spam" / "SMSSpamCollection"
