@@ -20,7 +20,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-__all__ = ["MS_DOMAIN", "drop_unused_initializers", "fuse_skip_layer_norm", "fuse_tanh_gelu"]
+__all__ = ["MS_DOMAIN", "drop_unused_initializers", "fuse_tanh_gelu"]
 
 MS_DOMAIN = "com.microsoft"
 
@@ -150,77 +150,3 @@ def fuse_tanh_gelu(model: onnx.ModelProto) -> int:
         model.opset_import.append(helper.make_opsetid(MS_DOMAIN, 1))
     drop_unused_initializers(model)
     return fused
-
-
-def _use_ms_domain(model: onnx.ModelProto) -> None:
-    if not any(o.domain == MS_DOMAIN for o in model.opset_import):
-        model.opset_import.append(helper.make_opsetid(MS_DOMAIN, 1))
-
-
-def fuse_skip_layer_norm(model: onnx.ModelProto) -> int:
-    """Replace ``LayerNormalization(a + b)`` by ``SkipLayerNormalization``, in place; return the
-    count.
-
-    GPT-2's residual adds each feed a LayerNorm: ``x = x + sublayer(h); LayerNorm(x)``.
-    onnxruntime's ``com.microsoft.SkipLayerNormalization`` computes the sum and the norm in one
-    pass (and writes the sum as its 4th output when something else reads it, the next
-    residual add), where the graph made two passes over ``(tokens, d)``, three with the
-    sublayer's bias add, which is folded in too when ``b = MatMul(...) + bias`` with a 1-D
-    constant ``bias`` that only this add reads. Only last-axis LayerNorms with 1-D constant
-    scale and shift (GPT-2's) are fused; the norm runs in fp32 like ``stash_type=1``.
-    """
-    graph = model.graph
-    nodes = list(graph.node)
-    inits = {t.name: t for t in graph.initializer}
-    producer = {o: n for n in nodes for o in n.output}
-    readers: dict[str, int] = {}
-    for n in nodes:
-        for i in n.input:
-            readers[i] = readers.get(i, 0) + 1
-    outputs = {o.name for o in graph.output}
-
-    def one_d(name: str) -> bool:
-        return name in inits and len(inits[name].dims) == 1
-
-    remove: set[int] = set()
-    replacements: dict[int, onnx.NodeProto] = {}
-    for ln in nodes:
-        if ln.op_type != "LayerNormalization" or len(ln.input) != 3:
-            continue
-        attrs = {a.name: helper.get_attribute_value(a) for a in ln.attribute}
-        if attrs.get("axis", -1) != -1 or len(ln.output) != 1 or attrs.get("stash_type", 1) != 1:
-            continue
-        if not (one_d(ln.input[1]) and one_d(ln.input[2])):
-            continue
-        add = producer.get(ln.input[0])
-        if add is None or add.op_type != "Add" or len(add.input) != 2 or id(add) in remove:
-            continue
-        a, b = add.input
-        if one_d(a) or one_d(b):  # a bias add, not a residual one
-            continue
-        bias = None
-        for first, second in ((a, b), (b, a)):
-            folded = _bias_of(producer.get(second), second, graph)
-            if folded is not None and readers.get(second) == 1 and second not in outputs:
-                a, b, bias = first, folded[0], folded[1]
-                remove.add(id(producer[second]))
-                break
-        total = add.output[0]
-        keep_sum = readers.get(total, 0) > 1 or total in outputs
-        inputs = [a, b, ln.input[1], ln.input[2]] + ([bias] if bias else [])
-        remove.add(id(add))
-        replacements[id(ln)] = helper.make_node(
-            "SkipLayerNormalization",
-            inputs,
-            [ln.output[0], "", "", total] if keep_sum else [ln.output[0]],
-            name=f"{ln.name or ln.output[0]}/SkipLayerNorm",
-            domain=MS_DOMAIN,
-            epsilon=float(attrs.get("epsilon", 1e-5)),
-        )
-    if not replacements:
-        return 0
-    kept = [replacements.get(id(n), n) for n in nodes if id(n) not in remove]
-    del graph.node[:]
-    graph.node.extend(kept)
-    _use_ms_domain(model)
-    return len(replacements)

@@ -40,7 +40,7 @@ from clf_runtime.tokenizer import END_OF_TEXT_ID, TOKENIZER_NAME, encode_batch
 
 from .errors import ExportError
 from .fp16 import check_fp16, convert_fp16
-from .fusions import fuse_skip_layer_norm, fuse_tanh_gelu
+from .fusions import fuse_tanh_gelu
 from .parity import (
     PARITY_TOLERANCE,
     batched_logits,
@@ -123,15 +123,9 @@ def _quiet_exporter() -> Iterator[None]:
             lg.setLevel(level)
 
 
-def _trace(model: Any, path: Path, *, opset: int, fused_attention: bool = True) -> None:
-    """Trace ``model`` to ``path`` (tensors in ``path.data``) with dynamic batch and sequence.
-
-    ``fused_attention``: attention becomes onnxruntime's ``MultiHeadAttention`` (see
-    :mod:`clf_export.attention`); without it, the exporter's standard-op decomposition.
-    """
+def _trace(model: Any, path: Path, *, opset: int) -> None:
+    """Trace ``model`` to ``path`` (tensors in ``path.data``) with dynamic batch and sequence."""
     import torch
-
-    from . import attention
 
     cfg = model.cfg
     seq = min(_TRACE_SEQUENCE, cfg.context_length)
@@ -140,9 +134,8 @@ def _trace(model: Any, path: Path, *, opset: int, fused_attention: bool = True) 
     lengths = torch.tensor([seq, max(1, seq // 2)], dtype=torch.int64)  # (B,)
     batch = torch.export.Dim("batch", min=1)
     sequence = torch.export.Dim("sequence", min=1, max=cfg.context_length)
-    patch = attention.fused_attention() if fused_attention else contextlib.nullcontext()
     try:
-        with _quiet_exporter(), torch.no_grad(), patch:
+        with _quiet_exporter(), torch.no_grad():
             torch.onnx.export(
                 _ExportedFunction.build(model),
                 (ids, lengths),
@@ -151,7 +144,6 @@ def _trace(model: Any, path: Path, *, opset: int, fused_attention: bool = True) 
                 output_names=["logits"],
                 dynamic_shapes={"input_ids": {0: batch, 1: sequence}, "lengths": {0: batch}},
                 opset_version=opset,
-                custom_translation_table=attention.TRANSLATIONS if fused_attention else None,
                 dynamo=True,  # pinned: see the module docstring
                 external_data=True,  # one model.onnx.data, whatever the size; re-saved below
                 optimize=True,
@@ -159,25 +151,6 @@ def _trace(model: Any, path: Path, *, opset: int, fused_attention: bool = True) 
             )
     except Exception as e:  # torch.export raises many unrelated types
         raise ExportError(f"torch.onnx.export failed at opset {opset}: {e}") from e
-
-
-def _traced_graph(model: Any, scratch: Path, *, opset: int, fused_attention: bool) -> Any:
-    """Trace ``model`` (see :func:`_trace`) in ``scratch/trace`` and return the loaded graph,
-    weight transforms folded; the files are removed."""
-    import onnx
-
-    folder = scratch / "trace"
-    folder.mkdir()
-    try:
-        _trace(model, folder / "model.onnx", opset=opset, fused_attention=fused_attention)
-        proto = onnx.load(str(folder / "model.onnx"))  # external data read into memory
-    finally:
-        shutil.rmtree(folder)
-    fold_weight_transforms(proto)
-    # The exporter's value_info shape hints are optional, and onnx's file-based shape
-    # inference (run by the int8 quantizer) rejects some of them as inconsistent.
-    del proto.graph.value_info[:]
-    return proto
 
 
 def _tensor_bytes(model: Any) -> int:
@@ -320,18 +293,21 @@ def export_model(
             names: list[str] = []
             raw = tmp / "raw"
             raw.mkdir()
-            # fp16 is converted from a graph of standard ops only (no MultiHeadAttention, no
-            # FastGelu): the onnxruntime-only rewrites are for its CPU kernels.
+            _trace(model, raw / "model.onnx", opset=opset)
+            proto = onnx.load(str(raw / "model.onnx"))
+            fold_weight_transforms(proto)
+            # The exporter's value_info shape hints are optional, and onnx's file-based shape
+            # inference (run by the int8 quantizer) rejects some of them as inconsistent.
+            del proto.graph.value_info[:]
+            (raw / "model.onnx").unlink()
+            for path in raw.iterdir():  # external data the exporter wrote for a large model
+                path.unlink()
+            # fp16 is converted from the graph before the onnxruntime-only fusions; saving
+            # with external data moves the tensors out of `proto`, so it is read back then.
             unfused = raw / "unfused.onnx"
-            if fp16:
-                save_onnx(
-                    _traced_graph(model, raw, opset=opset, fused_attention=False),
-                    unfused,
-                    threshold=external_data_threshold,
-                )
-            proto = _traced_graph(model, raw, opset=opset, fused_attention=True)
+            if fp16 and save_onnx(proto, unfused, threshold=external_data_threshold):
+                proto = onnx.load(str(unfused))
             fuse_tanh_gelu(proto)
-            fuse_skip_layer_norm(proto)
             names += write(proto, "fp32")
             del proto
             fp32_path = tmp / MODEL_FILES["fp32"]
