@@ -9,6 +9,7 @@ Exit status 0 on success; 1 when the export fails (nothing is left in DIR); 2 on
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import sys
 from collections.abc import Sequence
 
@@ -94,6 +95,14 @@ def _summary(report: object) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``clf-export``; returns the exit status."""
+    missing = [m for m in ("torch", "onnx") if importlib.util.find_spec(m) is None]
+    if missing:  # a runtime-only install
+        print(
+            f"clf-export: error: {' and '.join(missing)} not installed. Export needs the "
+            "extra: pip install 'gpt-clf[export]'",
+            file=sys.stderr,
+        )
+        return 2
     parser = build_parser()
     args = parser.parse_args(argv)
     if (args.run_dir is None) == (args.state_dict is None):

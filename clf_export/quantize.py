@@ -21,7 +21,6 @@ from typing import Any
 import numpy as np
 
 from .errors import ExportError
-from .fusions import drop_unused_initializers
 
 __all__ = [
     "INT8_FORMATS",
@@ -88,6 +87,8 @@ def fold_weight_transforms(model: Any) -> int:
     only quantizes MatMuls whose weight is an initializer). Works in memory at any size.
     """
     from onnx import helper, numpy_helper
+
+    from .fusions import drop_unused_initializers
 
     graph = model.graph
     inits = {t.name: t for t in graph.initializer}

@@ -8,6 +8,7 @@ Thin by design: parse flags into :class:`~clf_train.config.TrainConfig`, call
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import logging
 import sys
 from collections.abc import Sequence
@@ -179,6 +180,13 @@ def _print_summary(result: Any) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``clf-train``; returns the exit status."""
+    if importlib.util.find_spec("torch") is None:  # a runtime-only install
+        print(
+            "clf-train: error: torch is not installed. Training needs the extra: "
+            "pip install 'gpt-clf[train]'",
+            file=sys.stderr,
+        )
+        return 2
     args = build_parser().parse_args(argv)
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))

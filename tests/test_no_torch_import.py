@@ -49,3 +49,29 @@ def test_public_names_exist(module: str) -> None:
     mod = __import__(module, fromlist=["__all__"])
     for name in mod.__all__:
         assert hasattr(mod, name), f"{module}.{name}"
+
+
+@pytest.mark.parametrize(
+    ("module", "missing", "hint"),
+    [
+        ("clf_train.cli", "torch", "pip install 'gpt-clf[train]'"),
+        ("clf_export.cli", "onnx", "pip install 'gpt-clf[export]'"),
+    ],
+)
+def test_training_clis_explain_a_runtime_only_install(
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    module: str,
+    missing: str,
+    hint: str,
+) -> None:
+    import importlib
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == missing else real(name, *a)
+    )
+    assert importlib.import_module(module).main(["--help"]) == 2
+    err = capsys.readouterr().err
+    assert f"{missing}" in err and hint in err
