@@ -96,7 +96,7 @@ def test_end_to_end_run_dir_files_and_metrics_schema(tmp_path: Path) -> None:
     cfg = json.loads((run / "config.json").read_text())
     assert cfg["labels"] == list(LABELS)
     assert cfg["max_length"] == 256
-    assert cfg["train"]["lr"] == 1e-3 and cfg["train"]["epochs"] == 2
+    assert cfg["train"]["lr"] == 5e-4 and cfg["train"]["epochs"] == 2
     assert cfg["train"]["seed"] == 123
     assert cfg["train"]["init_source"] == "random:gpt2-tiny:seed=123"
     # The saved weights reproduce the saved test metrics.

@@ -41,7 +41,7 @@ def test_defaults_and_init_dependent_values() -> None:
     assert (cfg.batch_size, cfg.weight_decay, cfg.seed, cfg.dropout) == (8, 0.1, 123, 0.0)
     assert cfg.resolved().lr == 5e-5 and cfg.resolved().epochs == 5
     rnd = parse("--data", "x.csv", "--out", "o", "--model", "gpt2-mini", "--init", "random")
-    assert rnd.resolved().lr == 1e-3 and rnd.resolved().epochs == 5
+    assert rnd.resolved().lr == 5e-4 and rnd.resolved().epochs == 5
 
 
 def test_preset_fills_values_and_explicit_flags_win() -> None:
