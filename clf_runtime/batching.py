@@ -17,10 +17,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from .errors import InvalidInputError
-from .tokenizer import CHARS_PER_TOKEN_BOUND, encode_batch
+from .tokenizer import encode_batch
 
 __all__ = [
-    "CHARS_PER_TOKEN_BOUND",
     "CHUNK_SIZE",
     "Batch",
     "iter_text_chunks",
