@@ -297,7 +297,7 @@ def export_model(
             proto = onnx.load(str(raw / "model.onnx"))
             fold_weight_transforms(proto)
             # The exporter's value_info shape hints are optional, and onnx's file-based shape
-            # inference (run by the int8 quantizer) rejects some of them as inconsistent.
+            # inference (run before the fp16 conversion) rejects some of them as inconsistent.
             del proto.graph.value_info[:]
             (raw / "model.onnx").unlink()
             for path in raw.iterdir():  # external data the exporter wrote for a large model

@@ -82,9 +82,9 @@ def resolve_int8_format(int8_format: str, *, vnni: bool | None = None) -> tuple[
 def fold_weight_transforms(model: Any) -> int:
     """Replace Split / Transpose nodes whose inputs are all initializers by their results.
 
-    ``forward_last_only`` splits the last block's fused qkv weight into query and key/value
-    parts at run time; folded, they become plain weights that the int8 quantizer sees (it
-    only quantizes MatMuls whose weight is an initializer). Works in memory at any size.
+    The exporter can leave weight-only transforms (a transposed or split weight) as nodes that
+    run on every call; folded, they become plain weights that the int8 quantizer sees (it only
+    quantizes MatMuls whose weight is an initializer). Works in memory at any size.
     """
     from onnx import helper, numpy_helper
 
