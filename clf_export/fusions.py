@@ -49,11 +49,11 @@ def drop_unused_initializers(model: onnx.ModelProto) -> None:
             del graph.initializer[index]
 
 
-def _bias_of(node: onnx.NodeProto | None, x: str, graph: onnx.GraphProto) -> tuple[str, str] | None:
-    """(input, bias) when ``node`` is ``Add(input, bias)`` with a 1-D constant ``bias``."""
+def _bias_of(node: onnx.NodeProto | None, one_d: set[str]) -> tuple[str, str] | None:
+    """(input, bias) when ``node`` is ``Add(input, bias)`` with ``bias`` one of ``one_d``,
+    the names of the graph's 1-D constants."""
     if node is None or node.op_type != "Add" or len(node.input) != 2:
         return None
-    one_d = {t.name for t in graph.initializer if len(t.dims) == 1}
     a, b = node.input
     if b in one_d:
         return a, b
@@ -92,6 +92,7 @@ def fuse_tanh_gelu(model: onnx.ModelProto) -> int:
             return None
         return ins[1] if ins[0] == known else ins[0]
 
+    one_d = {t.name for t in graph.initializer if len(t.dims) == 1}
     remove: set[int] = set()
     replacements: dict[int, onnx.NodeProto] = {}
     fused = 0
@@ -127,7 +128,7 @@ def fuse_tanh_gelu(model: onnx.ModelProto) -> int:
         chain += [mul_c, add_x, mul_k, tanh, add_1, mul_half, mul_x]
         inputs = [x]
         # FastGelu adds a bias itself: fold the MLP's "x = h + bias" in when only GELU reads x.
-        folded = _bias_of(producer.get(x), x, graph)
+        folded = _bias_of(producer.get(x), one_d)
         if folded is not None and len(consumers[x]) == 3:  # Pow, Add and Mul of this chain
             inputs = list(folded)
             chain.insert(0, producer[x])

@@ -22,6 +22,7 @@ from .tokenizer import encode_batch
 __all__ = [
     "CHUNK_SIZE",
     "Batch",
+    "check_batch_limits",
     "iter_text_chunks",
     "pad_batch",
     "plan_batches",
@@ -106,6 +107,13 @@ class Batch:
     """(B,) int64 number of real tokens per row."""
 
 
+def check_batch_limits(batch_size: int, max_batch_tokens: int) -> None:
+    """Raise ``ValueError`` unless both limits are positive integers."""
+    for name, value in (("batch_size", batch_size), ("max_batch_tokens", max_batch_tokens)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+
+
 def plan_batches(
     lengths: np.ndarray, *, batch_size: int, max_batch_tokens: int
 ) -> list[np.ndarray]:
@@ -115,9 +123,7 @@ def plan_batches(
     (rows x longest length), except that a single row longer than the budget forms its own
     batch. Sorting is stable, so equal lengths keep their input order.
     """
-    for name, value in (("batch_size", batch_size), ("max_batch_tokens", max_batch_tokens)):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    check_batch_limits(batch_size, max_batch_tokens)
     order = np.argsort(lengths, kind="stable")
     batches: list[np.ndarray] = []
     start = 0

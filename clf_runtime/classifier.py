@@ -15,7 +15,15 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from .batching import CHUNK_SIZE, iter_text_chunks, pad_batch, plan_batches, softmax, tokenize
+from .batching import (
+    CHUNK_SIZE,
+    check_batch_limits,
+    iter_text_chunks,
+    pad_batch,
+    plan_batches,
+    softmax,
+    tokenize,
+)
 from .errors import ClassifierError
 from .metadata import ModelMetadata
 from .session import CUDA, open_session
@@ -167,9 +175,7 @@ class Classifier:
 
         Memory stays bounded by ``chunk_size`` texts however long ``texts`` is.
         """
-        plan_batches(
-            np.zeros(0, np.int64), batch_size=batch_size, max_batch_tokens=max_batch_tokens
-        )
+        check_batch_limits(batch_size, max_batch_tokens)  # fail before consuming `texts`
         for chunk in iter_text_chunks(texts, chunk_size):
             yield self._proba_chunk(chunk, batch_size, max_batch_tokens)
 
