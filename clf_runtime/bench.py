@@ -26,8 +26,8 @@ import numpy as np
 
 from ._version import __version__
 from .classifier import Classifier
+from .contract import MODEL_FILES
 from .errors import ClassifierError
-from .session import MODEL_FILES
 
 __all__ = ["BenchConfig", "environment", "format_table", "plot_rows", "run_bench"]
 

@@ -24,6 +24,7 @@ from .batching import (
     softmax,
     tokenize,
 )
+from .contract import INPUT_IDS, LENGTHS, LOGITS
 from .errors import ClassifierError
 from .metadata import ModelMetadata
 from .session import CUDA, open_session
@@ -59,10 +60,10 @@ def run_with_io_binding(
     same code path on machines without a GPU.
     """
     binding = session.io_binding()
-    for name, array in (("input_ids", input_ids), ("lengths", lengths)):
+    for name, array in ((INPUT_IDS, input_ids), (LENGTHS, lengths)):
         value = ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(array), device, device_id)
         binding.bind_ortvalue_input(name, value)
-    binding.bind_output("logits", device, device_id)
+    binding.bind_output(LOGITS, device, device_id)
     session.run_with_iobinding(binding)
     return binding.copy_outputs_to_cpu()[0]
 
@@ -144,7 +145,7 @@ class Classifier:
             return run_with_io_binding(
                 self._session, input_ids, lengths, device="cuda", device_id=self._device_id
             )
-        return self._session.run(["logits"], {"input_ids": input_ids, "lengths": lengths})[0]
+        return self._session.run([LOGITS], {INPUT_IDS: input_ids, LENGTHS: lengths})[0]
 
     def _proba_chunk(self, texts: list[str], batch_size: int, max_batch_tokens: int) -> np.ndarray:
         tokens = tokenize(texts, self._metadata.max_length)

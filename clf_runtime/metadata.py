@@ -12,24 +12,27 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import MetadataError
-
-__all__ = ["FORMAT_NAME", "FORMAT_VERSION", "POOLINGS", "PRECISIONS", "ModelMetadata"]
-
-FORMAT_NAME = "gpt-clf"
-FORMAT_VERSION = 1
-POOLINGS = ("last", "mean")
-PRECISIONS = ("fp32", "int8", "fp16")
-_REQUIRED = (
-    "format",
-    "format_version",
-    "labels",
-    "max_length",
-    "tokenizer",
-    "pooling",
-    "precision",
-    "package_version",
+from .contract import (
+    FORMAT_NAME,
+    FORMAT_VERSION,
+    META_EXTRA,
+    META_FORMAT,
+    META_FORMAT_VERSION,
+    META_LABELS,
+    META_MAX_LENGTH,
+    META_PACKAGE_VERSION,
+    META_PAD_TOKEN_ID,
+    META_POOLING,
+    META_PRECISION,
+    META_REQUIRED,
+    META_TOKENIZER,
+    POOLINGS,
+    PRECISIONS,
 )
+from .errors import MetadataError
+from .tokenizer import END_OF_TEXT_ID, TOKENIZER_NAME
+
+__all__ = ["ModelMetadata"]
 
 
 @dataclass(frozen=True)
@@ -40,7 +43,7 @@ class ModelMetadata:
     """Label names in logit order."""
     max_length: int
     """Longest token sequence the model accepts; longer texts are truncated (head kept)."""
-    tokenizer: str = "gpt2"
+    tokenizer: str = TOKENIZER_NAME
     """Tokenizer name understood by :func:`clf_runtime.tokenizer.get_encoding`."""
     pooling: str = "last"
     """``last``: hidden state of the last real token; ``mean``: mean over real tokens."""
@@ -48,7 +51,7 @@ class ModelMetadata:
     """``fp32``, ``int8`` (dynamic quantization, CPU) or ``fp16`` (CUDA)."""
     package_version: str = ""
     """Version of ``gpt-clf`` that wrote the file."""
-    pad_token_id: int = 50256
+    pad_token_id: int = END_OF_TEXT_ID
     """Token id used for right padding (its value never changes the logits)."""
     extra: Mapping[str, Any] = field(default_factory=dict)
     """Free-form provenance: model and training config, export options."""
@@ -71,37 +74,37 @@ class ModelMetadata:
     def to_props(self) -> dict[str, str]:
         """Serialize to ONNX ``metadata_props`` (string -> string)."""
         return {
-            "format": FORMAT_NAME,
-            "format_version": str(FORMAT_VERSION),
-            "labels": json.dumps(list(self.labels)),
-            "max_length": str(self.max_length),
-            "tokenizer": self.tokenizer,
-            "pooling": self.pooling,
-            "precision": self.precision,
-            "package_version": self.package_version,
-            "pad_token_id": str(self.pad_token_id),
-            "extra": json.dumps(dict(self.extra), sort_keys=True),
+            META_FORMAT: FORMAT_NAME,
+            META_FORMAT_VERSION: str(FORMAT_VERSION),
+            META_LABELS: json.dumps(list(self.labels)),
+            META_MAX_LENGTH: str(self.max_length),
+            META_TOKENIZER: self.tokenizer,
+            META_POOLING: self.pooling,
+            META_PRECISION: self.precision,
+            META_PACKAGE_VERSION: self.package_version,
+            META_PAD_TOKEN_ID: str(self.pad_token_id),
+            META_EXTRA: json.dumps(dict(self.extra), sort_keys=True),
         }
 
     @classmethod
     def from_props(cls, props: Mapping[str, str], *, source: str = "the model") -> ModelMetadata:
         """Parse ``metadata_props``; raise :class:`MetadataError` naming what is missing."""
-        missing = [k for k in _REQUIRED if k not in props]
+        missing = [k for k in META_REQUIRED if k not in props]
         if missing:
             raise MetadataError(
                 f"{source} is not a gpt-clf model: its ONNX metadata lacks {', '.join(missing)}. "
                 "Export it with `clf-export RUN_DIR --out DIR`, which writes this metadata."
             )
-        if props["format"] != FORMAT_NAME:
+        if props[META_FORMAT] != FORMAT_NAME:
             raise MetadataError(
-                f"{source} has metadata format {props['format']!r}, expected {FORMAT_NAME!r}"
+                f"{source} has metadata format {props[META_FORMAT]!r}, expected {FORMAT_NAME!r}"
             )
         try:
-            version = int(props["format_version"])
-            labels = json.loads(props["labels"])
-            max_length = int(props["max_length"])
-            pad = int(props.get("pad_token_id", "50256"))
-            extra = json.loads(props.get("extra", "{}"))
+            version = int(props[META_FORMAT_VERSION])
+            labels = json.loads(props[META_LABELS])
+            max_length = int(props[META_MAX_LENGTH])
+            pad = int(props.get(META_PAD_TOKEN_ID, str(END_OF_TEXT_ID)))
+            extra = json.loads(props.get(META_EXTRA, "{}"))
         except (ValueError, TypeError) as e:
             raise MetadataError(f"{source} has unreadable metadata: {e}") from e
         if version > FORMAT_VERSION:
@@ -114,10 +117,10 @@ class ModelMetadata:
         return cls(
             labels=tuple(labels),
             max_length=max_length,
-            tokenizer=props["tokenizer"],
-            pooling=props["pooling"],
-            precision=props["precision"],
-            package_version=props["package_version"],
+            tokenizer=props[META_TOKENIZER],
+            pooling=props[META_POOLING],
+            precision=props[META_PRECISION],
+            package_version=props[META_PACKAGE_VERSION],
             pad_token_id=pad,
             extra=extra if isinstance(extra, dict) else {},
         )

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from .batching import CHUNK_SIZE
+from .contract import PRECISIONS
 from .errors import ClassifierError
 
 __all__ = ["PredictConfig", "main", "read_texts", "run_predict"]
@@ -283,7 +284,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--precision",
-        choices=["fp32", "int8", "fp16"],
+        choices=PRECISIONS,
         default=None,
         help="model file of an export directory (default: fp16 on CUDA, int8 on CPU, else fp32)",
     )

@@ -27,14 +27,14 @@ from pathlib import Path, PurePosixPath, PureWindowsPath
 
 import onnxruntime as ort
 
+from .contract import INPUT_TYPES, LOGITS, LOGITS_TYPE, MODEL_FILES, PRECISIONS
 from .errors import MetadataError, ModelLoadError
-from .metadata import PRECISIONS, ModelMetadata
+from .metadata import ModelMetadata
 from .tokenizer import TOKENIZER_NAME
 
 __all__ = [
     "CPU",
     "CUDA",
-    "MODEL_FILES",
     "check_external_data",
     "cuda_is_usable",
     "open_session",
@@ -45,16 +45,12 @@ __all__ = [
 CPU = "CPUExecutionProvider"
 CUDA = "CUDAExecutionProvider"
 _ALIASES = {"cpu": CPU, "cuda": CUDA}
-# File name of each precision inside an export directory.
-MODEL_FILES = {"fp32": "model.onnx", "int8": "model.int8.onnx", "fp16": "model.fp16.onnx"}
 # Preference when the caller names no precision: int8 is fastest on CPU (VNNI), fp16 on CUDA.
 _PREFERENCE = {CPU: ("int8", "fp32", "fp16"), CUDA: ("fp16", "fp32", "int8")}
 # A serialized ONNX model `y = Identity(x)` (float [1], opset 13) used to probe CUDA cheaply.
 _PROBE_MODEL = base64.b64decode(
     "CAcSADo7ChAKAXgSAXkiCElkZW50aXR5EgVwcm9iZVoPCgF4EgoKCAgBEgQKAggBYg8KAXkSCgoICAESBAoCCAFCBAoAEA0="
 )
-EXPECTED_INPUTS = {"input_ids": "tensor(int64)", "lengths": "tensor(int64)"}
-EXPECTED_OUTPUT = ("logits", "tensor(float)")
 
 
 # ----------------------------------------------------------------------------- providers
@@ -325,15 +321,15 @@ def _check_signature(session: ort.InferenceSession, path: Path, num_labels: int)
     inputs = {i.name: i for i in session.get_inputs()}
     outputs = {o.name: o for o in session.get_outputs()}
     problems = []
-    for name, dtype in EXPECTED_INPUTS.items():
+    for name, dtype in INPUT_TYPES.items():
         if name not in inputs:
             problems.append(f"missing input {name!r} ({dtype})")
         elif inputs[name].type != dtype:
             problems.append(f"input {name!r} is {inputs[name].type}, expected {dtype}")
-    extra = sorted(set(inputs) - set(EXPECTED_INPUTS))
+    extra = sorted(set(inputs) - set(INPUT_TYPES))
     if extra:
         problems.append(f"unexpected inputs {extra}")
-    out_name, out_type = EXPECTED_OUTPUT
+    out_name, out_type = LOGITS, LOGITS_TYPE
     out = outputs.get(out_name)
     if out is None:
         problems.append(f"missing output {out_name!r} ({out_type})")
