@@ -123,9 +123,15 @@ def _quiet_exporter() -> Iterator[None]:
             lg.setLevel(level)
 
 
-def _trace(model: Any, path: Path, *, opset: int) -> None:
-    """Trace ``model`` to ``path`` (tensors in ``path.data``) with dynamic batch and sequence."""
+def _trace(model: Any, path: Path, *, opset: int, fused_attention: bool = True) -> None:
+    """Trace ``model`` to ``path`` (tensors in ``path.data``) with dynamic batch and sequence.
+
+    ``fused_attention``: attention becomes onnxruntime's ``MultiHeadAttention`` (see
+    :mod:`clf_export.attention`); without it, the exporter's standard-op decomposition.
+    """
     import torch
+
+    from . import attention
 
     cfg = model.cfg
     seq = min(_TRACE_SEQUENCE, cfg.context_length)
@@ -134,8 +140,9 @@ def _trace(model: Any, path: Path, *, opset: int) -> None:
     lengths = torch.tensor([seq, max(1, seq // 2)], dtype=torch.int64)  # (B,)
     batch = torch.export.Dim("batch", min=1)
     sequence = torch.export.Dim("sequence", min=1, max=cfg.context_length)
+    patch = attention.fused_attention() if fused_attention else contextlib.nullcontext()
     try:
-        with _quiet_exporter(), torch.no_grad():
+        with _quiet_exporter(), torch.no_grad(), patch:
             torch.onnx.export(
                 _ExportedFunction.build(model),
                 (ids, lengths),
@@ -144,6 +151,7 @@ def _trace(model: Any, path: Path, *, opset: int) -> None:
                 output_names=["logits"],
                 dynamic_shapes={"input_ids": {0: batch, 1: sequence}, "lengths": {0: batch}},
                 opset_version=opset,
+                custom_translation_table=attention.TRANSLATIONS if fused_attention else None,
                 dynamo=True,  # pinned: see the module docstring
                 external_data=True,  # one model.onnx.data, whatever the size; re-saved below
                 optimize=True,
@@ -151,6 +159,25 @@ def _trace(model: Any, path: Path, *, opset: int) -> None:
             )
     except Exception as e:  # torch.export raises many unrelated types
         raise ExportError(f"torch.onnx.export failed at opset {opset}: {e}") from e
+
+
+def _traced_graph(model: Any, scratch: Path, *, opset: int, fused_attention: bool) -> Any:
+    """Trace ``model`` (see :func:`_trace`) in ``scratch/trace`` and return the loaded graph,
+    weight transforms folded; the files are removed."""
+    import onnx
+
+    folder = scratch / "trace"
+    folder.mkdir()
+    try:
+        _trace(model, folder / "model.onnx", opset=opset, fused_attention=fused_attention)
+        proto = onnx.load(str(folder / "model.onnx"))  # external data read into memory
+    finally:
+        shutil.rmtree(folder)
+    fold_weight_transforms(proto)
+    # The exporter's value_info shape hints are optional, and onnx's file-based shape
+    # inference (run before the fp16 conversion) rejects some of them as inconsistent.
+    del proto.graph.value_info[:]
+    return proto
 
 
 def _tensor_bytes(model: Any) -> int:
@@ -226,6 +253,8 @@ def export_model(
     eval_data: tuple[Sequence[str], Sequence[str]] | None = None,
     eval_source: str | None = None,
     int8_format: str = "auto",
+    int8_scheme: str = "auto",
+    calibration_data: Sequence[str] | None = None,
     quantize_embeddings: bool = True,
     overwrite: bool = False,
     threads: int | None = None,
@@ -238,14 +267,14 @@ def export_model(
 
     Writes ``model.onnx`` (+ ``model.int8.onnx`` with ``quantize``, ``model.fp16.onnx`` with
     ``fp16``) and ``report.json``. ``eval_data`` is ``(texts, label names)`` for the held-out
-    comparison of precisions. ``pooling``, when given, must equal ``model.pooling``.
+    comparison of precisions; ``calibration_data`` (training texts) calibrates the static int8
+    schemes (``int8_scheme``, see :func:`~clf_export.quantize.quantize_int8`). ``pooling``, when
+    given, must equal ``model.pooling``.
     ``extra`` goes into every file's metadata (e.g. the run config). Raises
     :class:`~clf_export.errors.ParityError` when the fp32 graph disagrees with the model, and
     :class:`~clf_export.errors.ExportError` for every other failure; either way nothing is
     left in ``out_dir``.
     """
-    import onnx
-
     out_dir = Path(out_dir)
     labels = list(labels)
     cfg = model.cfg
@@ -293,20 +322,16 @@ def export_model(
             names: list[str] = []
             raw = tmp / "raw"
             raw.mkdir()
-            _trace(model, raw / "model.onnx", opset=opset)
-            proto = onnx.load(str(raw / "model.onnx"))
-            fold_weight_transforms(proto)
-            # The exporter's value_info shape hints are optional, and onnx's file-based shape
-            # inference (run before the fp16 conversion) rejects some of them as inconsistent.
-            del proto.graph.value_info[:]
-            (raw / "model.onnx").unlink()
-            for path in raw.iterdir():  # external data the exporter wrote for a large model
-                path.unlink()
-            # fp16 is converted from the graph before the onnxruntime-only fusions; saving
-            # with external data moves the tensors out of `proto`, so it is read back then.
+            proto = _traced_graph(model, raw, opset=opset, fused_attention=True)
+            # fp16 is converted from a graph of standard ops (no MultiHeadAttention, no
+            # FastGelu): the onnxruntime-only rewrites are for its CPU kernels.
             unfused = raw / "unfused.onnx"
-            if fp16 and save_onnx(proto, unfused, threshold=external_data_threshold):
-                proto = onnx.load(str(unfused))
+            if fp16:
+                save_onnx(
+                    _traced_graph(model, raw, opset=opset, fused_attention=False),
+                    unfused,
+                    threshold=external_data_threshold,
+                )
             fuse_tanh_gelu(proto)
             names += write(proto, "fp32")
             del proto
@@ -322,7 +347,16 @@ def export_model(
             int8_info = None
             if quantize:
                 proto, int8_info = quantize_int8(
-                    fp32_path, int8_format=int8_format, quantize_embeddings=quantize_embeddings
+                    fp32_path,
+                    int8_format=int8_format,
+                    quantize_embeddings=quantize_embeddings,
+                    scheme=int8_scheme,
+                    calibration_ids=None
+                    if calibration_data is None
+                    else encode_batch(list(calibration_data), max_length=max_length),
+                    eval_ids=None if eval_tokens is None else eval_tokens[0],
+                    pad_token_id=END_OF_TEXT_ID,
+                    threads=threads,
                 )
                 names += write(proto, "int8")
                 del proto
@@ -417,6 +451,12 @@ def export_run(
     elif (run_dir / SPLIT_DIR / "test.jsonl").is_file():  # default: the test split if present
         data = read_split(run_dir, "test")
         data_source = str(run_dir / SPLIT_DIR / "test.jsonl")
+    if (
+        quantize
+        and "calibration_data" not in options
+        and (run_dir / SPLIT_DIR / "train.jsonl").is_file()
+    ):
+        options["calibration_data"] = read_split(run_dir, "train")[0]  # static int8 scales
     return export_model(
         model,
         run_cfg.labels,

@@ -166,10 +166,14 @@ def check_parity(
 
 
 def compare_logits(ref: np.ndarray, other: np.ndarray) -> dict[str, float]:
-    """Max |logit diff|, max |probability diff| and argmax agreement of ``other`` vs ``ref``."""
+    """Max |logit diff|, |probability diff| (per text: its largest over labels; p50, p99 and
+    max over texts) and argmax agreement of ``other`` vs ``ref``."""
+    per_text = np.abs(softmax(other) - softmax(ref)).max(axis=-1)  # (N,)
     return {
         "max_abs_logit_diff": float(np.max(np.abs(other - ref))),
-        "max_abs_prob_diff": float(np.max(np.abs(softmax(other) - softmax(ref)))),
+        "p50_abs_prob_diff": float(np.percentile(per_text, 50)),
+        "p99_abs_prob_diff": float(np.percentile(per_text, 99)),
+        "max_abs_prob_diff": float(np.max(per_text)),
         "argmax_agreement": float(np.mean(other.argmax(-1) == ref.argmax(-1))),
     }
 
@@ -213,7 +217,8 @@ def batched_logits(
 def evaluate(
     logits: Mapping[str, np.ndarray], label_ids: np.ndarray, *, reference: str = "fp32"
 ) -> dict[str, Any]:
-    """Accuracy per precision, and agreement / max |prob diff| of each one vs ``reference``."""
+    """Accuracy per precision, and agreement / |prob diff| (p50, p99, max) of each one vs
+    ``reference``."""
     out: dict[str, Any] = {
         "n": len(label_ids),
         "accuracy": {p: float(np.mean(x.argmax(-1) == label_ids)) for p, x in logits.items()},
@@ -223,6 +228,8 @@ def evaluate(
             cmp = compare_logits(logits[reference], x)
             out[f"{precision}_vs_{reference}"] = {
                 "argmax_agreement": cmp["argmax_agreement"],
+                "p50_abs_prob_diff": cmp["p50_abs_prob_diff"],
+                "p99_abs_prob_diff": cmp["p99_abs_prob_diff"],
                 "max_abs_prob_diff": cmp["max_abs_prob_diff"],
                 "max_abs_logit_diff": cmp["max_abs_logit_diff"],
             }

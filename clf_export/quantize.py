@@ -1,20 +1,24 @@
 """int8 quantization of an exported fp32 graph, for onnxruntime on CPU.
 
-Before anything, :func:`fold_weight_transforms` turns weight-only Split / Transpose nodes into
-plain initializers (applied to the fp32 graph too), since the quantizer only touches MatMuls
-whose weight is an initializer. Then :func:`clf_export.rowwise_int8.quantize_rowwise_int8`
-rewrites every MatMul with a constant weight as a u8 x s8 integer GEMM with one activation
-scale per row (token) and one weight scale per output channel, and stores the embedding
-tables as int8 with one scale per row. Per-row activation scales keep the pooling contract:
-a text's int8 logits do not depend on its batch mates or its padding, which onnxruntime's
-``quantize_dynamic`` (one scale per tensor) breaks. The classification head stays fp32: it
-is tiny, and it is where rounding would flip a decision.
+Before anything, :func:`fold_weight_transforms` turns weight-only Split / Slice / Transpose
+nodes into plain initializers (applied to the fp32 graph too), since the quantizer only
+touches MatMuls whose weight is an initializer. Then
+:func:`clf_export.rowwise_int8.quantize_rowwise_int8` rewrites every MatMul with a constant
+weight as a u8 x s8 integer GEMM with one weight scale per output channel, and stores the
+embedding tables as int8 with one scale per row. Every activation scale is one that no batch
+mate can move: computed per row (token) at run time, or fixed at export from calibration
+texts (:mod:`clf_export.static_int8`), so a text's int8 logits do not depend on its batch
+mates or its padding, which onnxruntime's ``quantize_dynamic`` (one scale per tensor) breaks.
+:func:`quantize_int8` picks the scheme (fastest whose held-out quality is no worse than
+per-row's). The classification head stays fp32: it is tiny, and it is where rounding would
+flip a decision.
 """
 
 from __future__ import annotations
 
 import math
 import platform
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -80,7 +84,7 @@ def resolve_int8_format(int8_format: str, *, vnni: bool | None = None) -> tuple[
 
 
 def fold_weight_transforms(model: Any) -> int:
-    """Replace Split / Transpose nodes whose inputs are all initializers by their results.
+    """Replace Split / Slice / Transpose nodes whose inputs are all initializers by their results.
 
     The exporter can leave weight-only transforms (a transposed or split weight) as nodes that
     run on every call; folded, they become plain weights that the int8 quantizer sees (it only
@@ -94,7 +98,7 @@ def fold_weight_transforms(model: Any) -> int:
     inits = {t.name: t for t in graph.initializer}
     folded = 0
     for node in list(graph.node):
-        if node.op_type not in ("Split", "Transpose"):
+        if node.op_type not in ("Split", "Transpose", "Slice"):
             continue
         names = [i for i in node.input if i]
         if not names or not all(i in inits for i in names):
@@ -103,6 +107,14 @@ def fold_weight_transforms(model: Any) -> int:
         attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
         if node.op_type == "Transpose":
             outs = [np.transpose(x, attrs.get("perm"))]
+        elif node.op_type == "Slice":  # opset >= 10: starts, ends[, axes[, steps]] as inputs
+            starts, ends, *rest = (numpy_helper.to_array(inits[i]) for i in node.input[1:] if i)
+            axes = rest[0] if rest else range(len(starts))
+            steps = rest[1] if len(rest) > 1 else [1] * len(starts)
+            index = [slice(None)] * x.ndim
+            for a, b, e, st in zip(axes, starts, ends, steps, strict=True):
+                index[int(a)] = slice(int(b), int(e), int(st))
+            outs = [x[tuple(index)]]
         else:
             axis = int(attrs.get("axis", 0))
             if len(node.input) > 1 and node.input[1]:
@@ -138,30 +150,134 @@ def _head_nodes(graph: Any) -> list[str]:
     return names
 
 
+def _quality(ref: np.ndarray, logits: np.ndarray) -> dict[str, float]:
+    from .parity import compare_logits
+
+    cmp = compare_logits(ref, logits)
+    return {k: round(v, 6) for k, v in cmp.items() if k != "max_abs_logit_diff"}
+
+
+def _no_worse(candidate: dict[str, float], reference: dict[str, float]) -> bool:
+    """Held-out agreement with fp32 no lower and max |prob diff| no higher than the reference."""
+    return (
+        candidate["argmax_agreement"] >= reference["argmax_agreement"]
+        and candidate["max_abs_prob_diff"] <= reference["max_abs_prob_diff"]
+    )
+
+
 def quantize_int8(
     fp32_path: Path,
     *,
     int8_format: str = "auto",
     quantize_embeddings: bool = True,
+    scheme: str = "auto",
+    calibration_ids: Sequence[Sequence[int]] | None = None,
+    eval_ids: Sequence[Sequence[int]] | None = None,
+    pad_token_id: int = 50256,
+    threads: int | None = None,
 ) -> tuple[Any, dict[str, Any]]:
     """Quantize the fp32 graph at ``fp32_path``; return the int8 ``ModelProto`` and its settings.
 
+    ``scheme`` (see :mod:`clf_export.static_int8`): ``auto`` builds every scheme the data
+    allows, fastest first, and keeps the first whose held-out quality (``eval_ids``, scored
+    against the fp32 graph) is no worse than per-row ``rowwise``'s: argmax agreement no lower,
+    max |prob diff| no higher. Static schemes need ``calibration_ids`` (training texts, token
+    ids); without them, or without held-out texts to check them on, ``auto`` is ``rowwise``.
     The caller adds metadata and saves the returned model (with external data when large).
     """
     import onnx
 
-    from .rowwise_int8 import quantize_rowwise_int8
+    from .parity import batched_logits
+    from .rowwise_int8 import quantize_rowwise_int8, weight_matmuls
+    from .static_int8 import (
+        CALIBRATION_TEXTS,
+        INT8_SCHEMES,
+        SMOOTH_ALPHA,
+        calibrate,
+        cpu_session,
+        layer_norm_inputs,
+        smooth_layer_norms,
+        static_params,
+    )
 
     fmt, why = resolve_int8_format(int8_format)
+    if scheme not in ("auto", *INT8_SCHEMES):
+        raise ExportError(
+            f"unknown int8 scheme {scheme!r}; choose one of auto, {', '.join(INT8_SCHEMES)} "
+            "(--int8-scheme)"
+        )
+    calibration_ids = list(calibration_ids or [])[:CALIBRATION_TEXTS]
+    if scheme == "auto":
+        if calibration_ids and eval_ids:
+            candidates: tuple[str, ...] = INT8_SCHEMES
+            choice_why = ""
+        else:
+            candidates = ("rowwise",)
+            missing = "calibration (training) texts" if not calibration_ids else "held-out texts"
+            choice_why = f"rowwise: no {missing} to calibrate and check a static scheme with"
+    elif scheme != "rowwise" and not calibration_ids:
+        raise ExportError(
+            f"int8 scheme {scheme!r} needs calibration texts: export a run directory with a "
+            "train split, or choose --int8-scheme rowwise"
+        )
+    else:
+        candidates, choice_why = (scheme,), f"{scheme}: chosen with --int8-scheme"
+
     fp32 = onnx.load(str(fp32_path))  # external data, if any, is read from beside the file
     head = _head_nodes(fp32.graph)
+    inits = {t.name: t for t in fp32.graph.initializer}
+    activations = sorted({n.input[0] for n in weight_matmuls(fp32.graph.node, inits, head)})
+    reduce_range = fmt == "u8s8-reduce-range"
+    calibration: dict[str, Any] | None = None
     try:
-        model, stats = quantize_rowwise_int8(
-            fp32,
-            exclude_nodes=head,
-            quantize_embedding=quantize_embeddings,
-            reduce_range=fmt == "u8s8-reduce-range",
-        )
+        smoothed, static_sets = fp32, {"rowwise": set()}
+        if any(c != "rowwise" for c in candidates):
+            ranges = calibrate(fp32, calibration_ids, activations, threads=threads)
+            smoothed = onnx.ModelProto()
+            smoothed.CopyFrom(fp32)
+            n_smoothed = smooth_layer_norms(smoothed, ranges, exclude_nodes=head)
+            static_sets["static"] = set(activations)
+            static_sets["static-ln"] = layer_norm_inputs(smoothed.graph, activations)
+            calibration = {
+                "texts": len(calibration_ids),
+                "statistic": "min / max of each activation over the calibration texts",
+                "smoothquant_alpha": SMOOTH_ALPHA,
+                "smoothed_layer_norms": n_smoothed,
+            }
+
+        def build(name: str) -> tuple[Any, Any]:
+            static = static_sets[name]
+            return quantize_rowwise_int8(
+                smoothed if static else fp32,
+                exclude_nodes=head,
+                quantize_embedding=quantize_embeddings,
+                reduce_range=reduce_range,
+                static_inputs={x: static_params(ranges[x]) for x in static},
+            )
+
+        quality: dict[str, dict[str, float]] = {}
+        if len(candidates) == 1:
+            chosen = candidates[0]
+            model, stats = build(chosen)
+        else:
+            assert eval_ids is not None  # candidates > 1 only with held-out texts
+
+            def held_out(graph: Any) -> np.ndarray:
+                with cpu_session(graph, threads=threads) as session:
+                    return batched_logits(session, eval_ids, pad_token_id=pad_token_id)
+
+            ref = held_out(fp32)
+            model, stats = build("rowwise")
+            quality["rowwise"] = _quality(ref, held_out(model))
+            chosen = "rowwise"
+            for name in candidates[:-1]:  # the static schemes, fastest first
+                candidate, candidate_stats = build(name)
+                quality[name] = _quality(ref, held_out(candidate))
+                if _no_worse(quality[name], quality["rowwise"]):
+                    chosen, model, stats = name, candidate, candidate_stats
+                    break
+                del candidate
+            choice_why = _choice_why(chosen, quality, len(eval_ids))
     except (ValueError, KeyError) as e:
         raise ExportError(f"could not quantize {fp32_path.name} to int8: {e}") from e
     n_float = sum(n.op_type in ("MatMul", "Gemm") for n in model.graph.node)
@@ -169,15 +285,57 @@ def quantize_int8(
         "format": fmt,
         "why": why,
         "cpu_has_vnni": cpu_has_vnni(),
-        "scheme": (
-            "activations: uint8 per row (token), symmetric (zero point 128), scale computed per "
-            "call from that row alone; weights: int8 per output channel, symmetric"
-        ),
+        "scheme": chosen,
+        "scheme_why": choice_why,
+        "scheme_description": _SCHEME_TEXT[chosen],
+        "candidates_on_held_out": quality or None,
+        "calibration": calibration,
         "weight_bits": stats.weight_bits,
         "int8_matmuls": stats.matmuls_quantized,
+        "activations_static": stats.activations_static,
+        "activations_per_row": stats.activations_dynamic,
+        "biases_in_gemm": stats.biases_folded,
         # activation x activation (attention) products and the head stay float
         "float_matmuls": n_float,
         "excluded_nodes": head,
         "embedding_tables_int8": stats.gathers_quantized,
     }
     return model, info
+
+
+_SCHEME_TEXT = {
+    "rowwise": (
+        "activations: uint8 per row (token), symmetric (zero point 128), scale computed per "
+        "call from that row alone, one quantization shared by the MatMuls reading it; "
+        "weights: int8 per output channel, symmetric"
+    ),
+    "static-ln": (
+        "LayerNorm outputs (query/key/value and MLP-input projections): uint8 with one scale "
+        "and zero point fixed at export from calibration texts, outlier channels migrated "
+        "into the weights (SmoothQuant); attention and GELU outputs: uint8 per row as in "
+        "rowwise; weights: int8 per output channel, symmetric"
+    ),
+    "static": (
+        "every activation: uint8 with one scale and zero point fixed at export from "
+        "calibration texts, LayerNorm outliers migrated into the weights (SmoothQuant); "
+        "weights: int8 per output channel, symmetric"
+    ),
+}
+
+
+def _choice_why(chosen: str, quality: dict[str, dict[str, float]], n: int) -> str:
+    def show(name: str) -> str:
+        q = quality[name]
+        return (
+            f"{name} agreement {q['argmax_agreement']:.4f}, max |prob diff| "
+            f"{q['max_abs_prob_diff']:.4f}"
+        )
+
+    rejected = [name for name in quality if name not in (chosen, "rowwise")]
+    text = f"{chosen}: the fastest scheme whose held-out quality ({n} texts vs fp32) is no worse "
+    text += f"than rowwise's ({show('rowwise')})"
+    if chosen != "rowwise":
+        text += f"; {show(chosen)}"
+    if rejected:
+        text += "; rejected: " + "; ".join(show(r) for r in rejected)
+    return text
