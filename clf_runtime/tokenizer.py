@@ -35,6 +35,7 @@ END_OF_TEXT_ID = 50256
 # panics with a BaseException). Exception: a single "word" (one regex pre-token) straddling
 # the cut inside the first `max_length` tokens may tokenize differently near its end.
 CHARS_PER_TOKEN_BOUND = 128
+_POOL_MIN_TEXTS = 64  # fewer texts than this are encoded in the calling thread
 _RANKS_FILE = "gpt2.tiktoken"
 _RANKS_SHA256 = "306cd27f03c1a714eca7108e03d66b7dc042abe8c258b44c199a7ed9838dd930"
 # The same split pattern tiktoken uses for its "gpt2" encoding.
@@ -84,7 +85,12 @@ def encode_batch(
     if max_length is not None:
         limit = max_length * CHARS_PER_TOKEN_BOUND
         texts = [t if len(t) <= limit else t[:limit] for t in texts]
-    ids = enc.encode_ordinary_batch(list(texts), num_threads=num_threads)
+    if len(texts) < _POOL_MIN_TEXTS or num_threads <= 1:
+        # tiktoken's batch call starts a thread pool per call, which costs more than encoding
+        # a few texts (a single SMS: ~20 us to encode, several hundred us for the pool).
+        ids = [enc.encode_ordinary(t) for t in texts]
+    else:
+        ids = enc.encode_ordinary_batch(list(texts), num_threads=num_threads)
     out: list[list[int]] = []
     for seq in ids:
         if not seq:
