@@ -17,7 +17,8 @@ scales)::
 
     dynamic (per row, once per x)                 static (once per x)
     x2  = Reshape(x, [-1, K])       (M, K)        q_x = QuantizeLinear(x, s_x, z_x)  constants
-    a   = ReduceMax(Abs(x2), -1)    (M, 1)
+    a   = Max(ReduceMax(x2, -1),
+              -ReduceMin(x2, -1))   (M, 1)
     s_x = Max(a / 127, eps)         (M, 1)        per MatMul:
     q_x = QuantizeLinear(x2, s_x, 128, axis=0)    y = MatMulIntegerToFloat(q_x, W_q, s_x, s_w,
     per MatMul:                                                          z_x, -, b)
@@ -290,13 +291,19 @@ class _Shared:
 
         shape_mk = self.const(t("shape_mk"), np.array([-1, k], np.int64))
         if self.opset >= 18:  # reductions take axes as an input from opset 18 on
-            reduce = helper.make_node("ReduceMax", [t("abs"), self.axes], [t("amax")], keepdims=1)
+            reduce_max = helper.make_node("ReduceMax", [t("x2"), self.axes], [t("max")])
+            reduce_min = helper.make_node("ReduceMin", [t("x2"), self.axes], [t("min")])
         else:
-            reduce = helper.make_node("ReduceMax", [t("abs")], [t("amax")], axes=[-1], keepdims=1)
+            reduce_max = helper.make_node("ReduceMax", [t("x2")], [t("max")], axes=[-1])
+            reduce_min = helper.make_node("ReduceMin", [t("x2")], [t("min")], axes=[-1])
         nodes += [
             helper.make_node("Reshape", [x, shape_mk], [t("x2")]),  # (M, K)
-            helper.make_node("Abs", [t("x2")], [t("abs")]),
-            reduce,  # (M, 1) max |x| per row
+            # max |x| per row as max(max x, -min x): two reads of x and no |x| tensor written
+            # (measured faster than ReduceMax(Abs(x)) on GPT-2 small batches)
+            reduce_max,  # (M, 1), keepdims
+            reduce_min,
+            helper.make_node("Neg", [t("min")], [t("negmin")]),
+            helper.make_node("Max", [t("max"), t("negmin")], [t("amax")]),
             helper.make_node("Mul", [t("amax"), self.inv127], [t("s0")]),
             # (M, 1); eps keeps the scale of an all-zero row finite
             helper.make_node("Max", [t("s0"), self.eps], [t("sx")]),

@@ -266,7 +266,7 @@ def test_scheme_graph_shapes(exports: dict[str, Path]) -> None:
     assert ops["rowwise"]["ReduceMax"] == ops["rowwise"]["QuantizeLinear"] == 4 * n_layer + 1
     assert ops["static-ln"]["ReduceMax"] == 2 * n_layer
     assert ops["static-ln"]["QuantizeLinear"] == 4 * n_layer + 1
-    assert ops["static"]["ReduceMax"] == ops["static"]["Abs"] == 0
+    assert ops["static"]["ReduceMax"] == ops["static"]["ReduceMin"] == 0
     for s in INT8_SCHEMES:
         assert ops[s]["MatMulIntegerToFloat"] == 6 * n_layer
 
