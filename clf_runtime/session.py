@@ -40,6 +40,7 @@ __all__ = [
     "open_session",
     "resolve_providers",
     "session_options",
+    "single_thread_session",
 ]
 
 CPU = "CPUExecutionProvider"
@@ -359,6 +360,12 @@ def _create(path: Path, providers: list[str], threads: int | None) -> ort.Infere
             f"onnxruntime could not load {str(path)!r}: {e}. The file is truncated, corrupt or "
             "not an ONNX model; export it again with `clf-export`."
         ) from e
+
+
+def single_thread_session(path: Path) -> ort.InferenceSession:
+    """A CPU session on ``path`` with one intra-op thread, for running several batches side by
+    side (one per core); ``path`` was already checked by :func:`open_session`."""
+    return _create(path, [CPU], 1)
 
 
 def open_session(
