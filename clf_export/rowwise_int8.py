@@ -15,15 +15,21 @@ LayerNorm output) is quantized once and shared. Per activation ``x`` (``K`` feat
 weight MatMul ``y = x @ W (+ b)`` reading it (W constant ``(K, N)``, ``s_w`` its per-column
 scales)::
 
-    dynamic (per row, once per x)                 static (once per x)
-    x2  = Reshape(x, [-1, K])       (M, K)        q_x = QuantizeLinear(x, s_x, z_x)  constants
-    a   = Max(ReduceMax(x2, -1),
-              -ReduceMin(x2, -1))   (M, 1)
-    s_x = Max(a / 127, eps)         (M, 1)        per MatMul:
-    q_x = QuantizeLinear(x2, s_x, 128, axis=0)    y = MatMulIntegerToFloat(q_x, W_q, s_x, s_w,
-    per MatMul:                                                          z_x, -, b)
-    y2 = MatMulIntegerToFloat(q_x, W_q, 1, s_w, 128)                     # bias in the epilogue
-    y  = Reshape(y2 * s_x (+ b), [..., N])
+    dynamic (per row, once per x)                    static (once per x)
+    a   = Max(ReduceMax(x, -1), -ReduceMin(x, -1),   q_x = QuantizeLinear(x, s_x, z_x)
+              127 eps)                (..., 1)            # s_x, z_x constants
+    s_x = a / 127                     (..., 1)
+    q_x = QuantizeLinear(x, s_x, 128, axis=-1,       per MatMul:
+                         block_size=K)  uint8         y = MatMulIntegerToFloat(q_x, W_q, s_x,
+    per MatMul:                                               s_w, z_x, -, b)
+    y = MatMulIntegerToFloat(q_x, W_q, 1, s_w, 128)       # bias in the GEMM epilogue
+        * s_x (+ b)                   (..., N)
+
+The dynamic form quantizes each row as one block of opset 21's blocked ``QuantizeLinear``, so
+``x`` keeps its shape and no output needs a reshape (the graph's opset is raised from 18-20
+to 21; ``blocked=False`` flattens ``x`` to ``(rows, K)`` with a per-axis scale instead, and
+reshapes every output back: the same numbers, more nodes). Activations stay uint8 with zero
+point 128: onnxruntime's int8 x int8 GEMM has no VNNI kernel on x86.
 
 The token-embedding table can be stored as int8 with one scale per vocabulary row (a Gather of
 rows is trivially batch-invariant): it shrinks the file by ~4x for a 50,257 x d table.
@@ -102,6 +108,7 @@ def quantize_rowwise_int8(
     quantize_embedding: bool = True,
     reduce_range: bool = False,
     static_inputs: Mapping[str, tuple[float, int]] | None = None,
+    blocked: bool = True,
 ) -> tuple[onnx.ModelProto, Int8Stats]:
     """Return a quantized copy of ``model`` (an fp32 graph with constant weight MatMuls/Gemms).
 
@@ -110,9 +117,16 @@ def quantize_rowwise_int8(
     saturate its 16-bit intermediate sums (onnxruntime's documented remedy).
     ``static_inputs``: activation name -> (scale, uint8 zero point) fixed at export time;
     every other activation of a quantized MatMul gets per-row scales at run time.
+    ``blocked``: quantize per-row activations in their own shape with opset 21's blocked
+    ``QuantizeLinear`` (a graph at opset 18-20 is raised to 21: the standard ops it uses keep
+    their meaning), instead of flattening them to rows and reshaping every output back.
     """
     model = onnx.ModelProto.FromString(model.SerializeToString())  # never mutate the caller's
     graph = model.graph
+    if blocked and 18 <= _opset(model) < 21:
+        for o in model.opset_import:
+            if o.domain in ("", "ai.onnx"):
+                o.version = 21
     static_inputs = dict(static_inputs or {})
     inits = {t.name: t for t in graph.initializer}
     qmax = 63 if reduce_range else 127
@@ -227,8 +241,11 @@ class _Activation:
     scale: str
     zero: str
     lead: str = ""
-    """Dynamic only: the input's leading dimensions (all but K), to shape each output."""
+    """Dynamic 2-D form only: the input's leading dimensions (all but K), to shape outputs."""
     shared: _Shared | None = None
+    blocked: bool = False
+    """Dynamic only: quantized in the input's own shape (opset 21 blocked QuantizeLinear), so
+    the GEMM output needs no reshape."""
 
     def matmul(
         self, p: str, w_q: str, w_scale: str, bias: str | None, out: str, n: int
@@ -241,6 +258,23 @@ class _Activation:
                 inputs.pop()
             return [helper.make_node("MatMulIntegerToFloat", inputs, [out], domain=MS_DOMAIN)]
         assert self.shared is not None
+        if self.blocked:  # (..., K) in, (..., N) out: nothing to flatten or reshape
+            y0 = f"{p}.y0"
+            nodes = [
+                helper.make_node(
+                    "MatMulIntegerToFloat",
+                    [self.q, w_q, self.shared.one, w_scale, self.zero],
+                    [y0],
+                    domain=MS_DOMAIN,
+                ),
+            ]
+            if bias is None:
+                return [*nodes, helper.make_node("Mul", [y0, self.scale], [out])]
+            return [
+                *nodes,
+                helper.make_node("Mul", [y0, self.scale], [f"{p}.y_scaled"]),
+                helper.make_node("Add", [f"{p}.y_scaled", bias], [out]),
+            ]
         y = f"{p}.y_scaled"
         nodes = [
             # int32 GEMM with the per-channel weight scale applied in its epilogue: (M, N) float
@@ -269,6 +303,7 @@ class _Shared:
         self.zp = const("rq8.zp128", np.array(128, np.uint8))
         self.one = const("rq8.one", np.array(1.0, np.float32))
         self.eps = const("rq8.eps", np.array(1e-12, np.float32))
+        self.eps127 = const("rq8.eps127", np.array(127e-12, np.float32))
         self.inv127 = const("rq8.inv127", np.array(1.0 / 127.0, np.float32))
         self.flat = const("rq8.flat", np.array([-1], np.int64))
         self.axes = const("rq8.axes", np.array([-1], np.int64))
@@ -288,6 +323,23 @@ class _Shared:
 
         def t(s: str) -> str:
             return f"{p}.{s}"
+
+        if self.opset >= 21:
+            # One block of K per row (blocked quantization, opset 21): x keeps its shape.
+            nodes += [
+                helper.make_node("ReduceMax", [x, self.axes], [t("max")]),  # (..., 1)
+                helper.make_node("ReduceMin", [x, self.axes], [t("min")]),
+                helper.make_node("Neg", [t("min")], [t("negmin")]),
+                # max |x| per row, at least eps * 127 so an all-zero row keeps a finite scale
+                helper.make_node("Max", [t("max"), t("negmin"), self.eps127], [t("amax")]),
+                helper.make_node("Mul", [t("amax"), self.inv127], [t("sx")]),  # (..., 1)
+                helper.make_node("Shape", [t("sx")], [t("shape")]),
+                helper.make_node("Expand", [self.zp, t("shape")], [t("zx")]),  # (..., 1) all 128
+                helper.make_node(
+                    "QuantizeLinear", [x, t("sx"), t("zx")], [t("xq")], axis=-1, block_size=k
+                ),
+            ]
+            return _Activation(False, t("xq"), t("sx"), self.zp, shared=self, blocked=True)
 
         shape_mk = self.const(t("shape_mk"), np.array([-1, k], np.int64))
         if self.opset >= 18:  # reductions take axes as an input from opset 18 on

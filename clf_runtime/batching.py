@@ -32,7 +32,7 @@ __all__ = [
 ]
 
 CHUNK_SIZE = 4096
-CALL_COST_TOKENS = 32
+CALL_COST_TOKENS = 8
 """Fixed cost of one model call, in padded tokens, that :func:`plan_batches` weighs against
 padding: on GPT-2 small int8 (2 cores) a call costs about as much as 20-40 extra tokens."""
 

@@ -117,6 +117,23 @@ def test_an_activation_read_by_three_matmuls_is_quantized_once() -> None:
             np.testing.assert_allclose(got, want, rtol=0, atol=0.05 * np.abs(want).max())
 
 
+def test_blocked_and_flattened_row_scales_give_the_same_numbers() -> None:
+    """opset 21's blocked QuantizeLinear (one block per row, no reshapes) and the flattened
+    (rows, K) form quantize identically; the blocked graph has fewer nodes."""
+    model = _linear(readers=2)
+    blocked, _ = quantize_rowwise_int8(model)
+    flat, _ = quantize_rowwise_int8(model, blocked=False)
+    assert blocked.opset_import[0].version == 21 and flat.opset_import[0].version == 18
+    onnx.checker.check_model(blocked)
+    assert "Reshape" not in [n.op_type for n in blocked.graph.node]
+    assert len(blocked.graph.node) < len(flat.graph.node)
+    x = np.random.default_rng(5).normal(size=(2, 7, 16)).astype(np.float32)
+    x[0, 3] = 0.0  # an all-zero row keeps a finite scale in both forms
+    for a, b in zip(_run(blocked, {"x": x}), _run(flat, {"x": x}), strict=True):
+        np.testing.assert_array_equal(a, b)
+        assert np.isfinite(a).all()
+
+
 def test_slice_of_a_weight_is_folded() -> None:
     w = np.arange(24, dtype=np.float32).reshape(6, 4)
     nodes = [
