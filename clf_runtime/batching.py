@@ -34,7 +34,7 @@ __all__ = [
 CHUNK_SIZE = 4096
 CALL_COST_TOKENS = 8
 """Fixed cost of one model call, in padded tokens, that :func:`plan_batches` weighs against
-padding: on GPT-2 small int8 (2 cores) a call costs about as much as 20-40 extra tokens."""
+padding (chosen by measurement on GPT-2 small; see the README's benchmark section)."""
 
 
 def _describe(item: object) -> str:
