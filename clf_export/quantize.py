@@ -229,48 +229,57 @@ def quantize_int8(
     activations = sorted({n.input[0] for n in weight_matmuls(fp32.graph.node, inits, head)})
     reduce_range = fmt == "u8s8-reduce-range"
     calibration: dict[str, Any] | None = None
+    quality: dict[str, dict[str, float]] = {}
+    static = [c for c in candidates if c != "rowwise"]
     try:
-        smoothed, static_sets = fp32, {"rowwise": set()}
-        if any(c != "rowwise" for c in candidates):
+        ranges = {}
+        if static:
             ranges = calibrate(fp32, calibration_ids, activations, threads=threads)
-            smoothed = onnx.ModelProto()
-            smoothed.CopyFrom(fp32)
-            n_smoothed = smooth_layer_norms(smoothed, ranges, exclude_nodes=head)
-            static_sets["static"] = set(activations)
-            static_sets["static-ln"] = layer_norm_inputs(smoothed.graph, activations)
+
+        def build(name: str) -> tuple[Any, Any]:
+            if name == "static":
+                inputs = set(activations)
+            elif name == "static-ln":
+                inputs = layer_norm_inputs(fp32.graph, activations)
+            else:
+                inputs = set()
+            return quantize_rowwise_int8(
+                fp32,
+                exclude_nodes=head,
+                quantize_embedding=quantize_embeddings,
+                reduce_range=reduce_range,
+                static_inputs={x: static_params(ranges[x]) for x in inputs},
+            )
+
+        def smooth() -> None:
+            # In place on the graph loaded above (nobody else holds it): no second copy of
+            # the weights. The function is unchanged; only the static schemes need it.
+            nonlocal calibration
             calibration = {
                 "texts": len(calibration_ids),
                 "statistic": "min / max of each activation over the calibration texts",
                 "smoothquant_alpha": SMOOTH_ALPHA,
-                "smoothed_layer_norms": n_smoothed,
+                "smoothed_layer_norms": smooth_layer_norms(fp32, ranges, exclude_nodes=head),
             }
 
-        def build(name: str) -> tuple[Any, Any]:
-            static = static_sets[name]
-            return quantize_rowwise_int8(
-                smoothed if static else fp32,
-                exclude_nodes=head,
-                quantize_embedding=quantize_embeddings,
-                reduce_range=reduce_range,
-                static_inputs={x: static_params(ranges[x]) for x in static},
-            )
-
-        quality: dict[str, dict[str, float]] = {}
         if len(candidates) == 1:
             chosen = candidates[0]
+            if static:
+                smooth()
             model, stats = build(chosen)
         else:
             assert eval_ids is not None  # candidates > 1 only with held-out texts
 
             def held_out(graph: Any) -> np.ndarray:
-                with cpu_session(graph, threads=threads) as session:
-                    return batched_logits(session, eval_ids, pad_token_id=pad_token_id)
+                session = cpu_session(graph, threads=threads)
+                return batched_logits(session, eval_ids, pad_token_id=pad_token_id)
 
-            ref = held_out(fp32)
-            model, stats = build("rowwise")
+            ref = held_out(fp32_path)
+            model, stats = build("rowwise")  # before smoothing: the graph as exported
             quality["rowwise"] = _quality(ref, held_out(model))
             chosen = "rowwise"
-            for name in candidates[:-1]:  # the static schemes, fastest first
+            smooth()
+            for name in static:  # fastest first
                 candidate, candidate_stats = build(name)
                 quality[name] = _quality(ref, held_out(candidate))
                 if _no_worse(quality[name], quality["rowwise"]):

@@ -39,6 +39,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import onnx
@@ -121,17 +122,12 @@ def quantize_rowwise_int8(
     ``QuantizeLinear`` (a graph at opset 18-20 is raised to 21: the standard ops it uses keep
     their meaning), instead of flattening them to rows and reshaping every output back.
     """
-    model = onnx.ModelProto.FromString(model.SerializeToString())  # never mutate the caller's
-    graph = model.graph
-    if blocked and 18 <= _opset(model) < 21:
-        for o in model.opset_import:
-            if o.domain in ("", "ai.onnx"):
-                o.version = 21
+    source = model  # read, never changed: the result is built beside it
+    graph = source.graph
     static_inputs = dict(static_inputs or {})
     inits = {t.name: t for t in graph.initializer}
     qmax = 63 if reduce_range else 127
     new_inits: list[onnx.TensorProto] = []
-    replaced: set[str] = set()
     nodes: list[onnx.NodeProto] = []
     stats = Int8Stats(0, 0, 7 if reduce_range else 8)
 
@@ -139,7 +135,10 @@ def quantize_rowwise_int8(
         new_inits.append(numpy_helper.from_array(np.asarray(value), name))
         return name
 
-    shared = _Shared(const, _opset(model))
+    opset = _opset(source)
+    if blocked and 18 <= opset < 21:
+        opset = 21
+    shared = _Shared(const, opset)
     # One list of node objects: protobuf may wrap a node anew on each access, so identities
     # (id) are only stable within one list.
     all_nodes = list(graph.node)
@@ -181,7 +180,6 @@ def quantize_rowwise_int8(
                 p, const(f"{p}.w_int8", w_q), const(f"{p}.w_scale", w_scale.astype(np.float32)),
                 bias, out, w.shape[1],
             )  # fmt: skip
-            replaced.add(node.input[1])
             stats.matmuls_quantized += 1
         elif (
             quantize_embedding
@@ -193,20 +191,46 @@ def quantize_rowwise_int8(
             and not any(a.name == "axis" and a.i != 0 for a in node.attribute)
         ):
             nodes += _int8_gather(node, numpy_helper.to_array(inits[node.input[0]]), const)
-            replaced.add(node.input[0])
             stats.gathers_quantized += 1
         else:
             nodes.append(node)
 
     still_used = {i for n in nodes for i in n.input} | {o.name for o in graph.output}
-    kept = [t for t in graph.initializer if t.name not in replaced or t.name in still_used]
-    del graph.initializer[:]
-    graph.initializer.extend(kept + [t for t in new_inits if t.name in still_used])
-    del graph.node[:]
-    graph.node.extend(nodes)
+    # A copy of everything but the tensors and nodes, then only the tensors still read: the
+    # fp32 weights that were quantized are never copied (a full copy of a large model would
+    # double the memory an export needs).
+    model = onnx.ModelProto()
+    model.CopyFrom(_without_graph_body(source))
+    out = model.graph
+    out.initializer.extend(t for t in graph.initializer if t.name in still_used)
+    out.initializer.extend(t for t in new_inits if t.name in still_used)
+    out.node.extend(nodes)
+    for o in model.opset_import:
+        if o.domain in ("", "ai.onnx"):
+            o.version = opset
     if stats.matmuls_quantized and not any(o.domain == MS_DOMAIN for o in model.opset_import):
         model.opset_import.append(helper.make_opsetid(MS_DOMAIN, 1))
     return model, stats
+
+
+def _without_graph_body(model: onnx.ModelProto) -> onnx.ModelProto:
+    """A copy of ``model`` without its graph's nodes and initializers (cheap: no tensors)."""
+    shell = onnx.ModelProto()
+    _copy_fields(model, shell, skip=("graph",))
+    _copy_fields(model.graph, shell.graph, skip=("node", "initializer"))
+    return shell
+
+
+def _copy_fields(src: Any, dst: Any, *, skip: Collection[str]) -> None:
+    for field, value in src.ListFields():
+        if field.name in skip:
+            continue
+        if hasattr(value, "extend"):  # a repeated field
+            getattr(dst, field.name).extend(value)
+        elif hasattr(value, "CopyFrom"):  # a message
+            getattr(dst, field.name).CopyFrom(value)
+        else:
+            setattr(dst, field.name, value)
 
 
 def _sole_bias_add(

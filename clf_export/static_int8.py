@@ -31,10 +31,9 @@ alone (batch 1), so padding never enters the ranges.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import tempfile
-from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -114,51 +113,54 @@ def calibrate(
     """
     from clf_runtime.contract import INPUT_IDS, LENGTHS
 
-    probe = onnx.ModelProto()
-    probe.CopyFrom(model)
     names = sorted(activations)
-    for name in names:
-        probe.graph.output.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, None))
+    outputs = model.graph.output
+    n_outputs = len(outputs)
+    # The activations become graph outputs for the session only (no copy of the weights).
+    outputs.extend(helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in names)
+    try:
+        session = cpu_session(model, threads=threads)
+    finally:
+        del outputs[n_outputs:]
     ranges: dict[str, ActivationRange] = {}
-    with cpu_session(probe, threads=threads) as session:
-        del probe
-        wanted = [o.name for o in session.get_outputs() if o.name in set(names)]
-        for ids in token_ids:
-            feeds = {
-                INPUT_IDS: np.asarray([ids], dtype=np.int64),  # (1, T): every position real
-                LENGTHS: np.asarray([len(ids)], dtype=np.int64),
-            }
-            for name, value in zip(wanted, session.run(wanted, feeds), strict=True):
-                r = ranges.get(name)
-                if r is None:
-                    width = value.shape[-1]
-                    r = ranges[name] = ActivationRange(
-                        np.full(width, np.inf, np.float32), np.full(width, -np.inf, np.float32)
-                    )
-                r.update(value)
+    wanted = [o.name for o in session.get_outputs() if o.name in set(names)]
+    for ids in token_ids:
+        feeds = {
+            INPUT_IDS: np.asarray([ids], dtype=np.int64),  # (1, T): every position real
+            LENGTHS: np.asarray([len(ids)], dtype=np.int64),
+        }
+        for name, value in zip(wanted, session.run(wanted, feeds), strict=True):
+            r = ranges.get(name)
+            if r is None:
+                width = value.shape[-1]
+                r = ranges[name] = ActivationRange(
+                    np.full(width, np.inf, np.float32), np.full(width, -np.inf, np.float32)
+                )
+            r.update(value)
     missing = sorted(set(names) - set(ranges))
     if missing:
         raise ValueError(f"calibration produced no values for {missing[:3]}")
     return ranges
 
 
-@contextlib.contextmanager
-def cpu_session(model: onnx.ModelProto, *, threads: int | None = None) -> Iterator[Any]:
-    """An onnxruntime CPU session on an in-memory graph (written to a temporary file with
-    external data when it is too large to serialize in one piece)."""
+def cpu_session(model: onnx.ModelProto | str | Path, *, threads: int | None = None) -> Any:
+    """An onnxruntime CPU session on an in-memory graph or a file. A graph too large to
+    serialize in one piece goes through a temporary file with external data."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads or os.cpu_count() or 1
     options.inter_op_num_threads = 1
     options.log_severity_level = 3  # this session only: extra outputs are intentional
+    providers = ["CPUExecutionProvider"]
+    if isinstance(model, (str, Path)):
+        return ort.InferenceSession(str(model), options, providers=providers)
+    if model.ByteSize() < 2**31 - 2**26:
+        return ort.InferenceSession(model.SerializeToString(), options, providers=providers)
     with tempfile.TemporaryDirectory(prefix="clf_int8_") as tmp:
-        if model.ByteSize() < 2**31 - 2**26:
-            source: bytes | str = model.SerializeToString()
-        else:
-            source = str(Path(tmp) / "model.onnx")
-            onnx.save_model(model, source, save_as_external_data=True, location="model.data")
-        yield ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
+        path = Path(tmp) / "model.onnx"
+        onnx.save_model(model, str(path), save_as_external_data=True, location="model.data")
+        return ort.InferenceSession(str(path), options, providers=providers)
 
 
 def layer_norm_inputs(graph: onnx.GraphProto, activations: Iterable[str]) -> set[str]:

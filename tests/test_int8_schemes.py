@@ -134,6 +134,21 @@ def test_blocked_and_flattened_row_scales_give_the_same_numbers() -> None:
         assert np.isfinite(a).all()
 
 
+def test_quantizing_leaves_the_source_alone_and_keeps_its_model_fields() -> None:
+    model = _linear(readers=2)
+    model.producer_name = "clf-test"
+    model.graph.doc_string = "a graph"
+    entry = model.metadata_props.add()
+    entry.key, entry.value = "labels", "a,b"
+    before = model.SerializeToString()
+    q, _ = quantize_rowwise_int8(model)
+    assert model.SerializeToString() == before
+    assert q.producer_name == "clf-test" and q.graph.doc_string == "a graph"
+    assert [(p.key, p.value) for p in q.metadata_props] == [("labels", "a,b")]
+    assert [i.name for i in q.graph.input] == ["x"] and len(q.graph.output) == 2
+    assert {t.name for t in q.graph.initializer}.isdisjoint({"w0", "w1"})  # fp32 weights gone
+
+
 def test_slice_of_a_weight_is_folded() -> None:
     w = np.arange(24, dtype=np.float32).reshape(6, 4)
     nodes = [
