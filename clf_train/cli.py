@@ -11,17 +11,74 @@ import argparse
 import importlib.util
 import logging
 import sys
+import textwrap
 from collections.abc import Sequence
 from typing import Any
 
+from clf_runtime.contract import POOLINGS
+
+# Torch-free (a test proves it): the parser needs no torch, so a runtime-only install can
+# still print --help and the hint below.
+from .config import (
+    DEVICES,
+    FROZEN_DTYPES,
+    INITS,
+    PRESET_ARGS,
+    ConfigError,
+    TrainConfig,
+    one_of,
+)
+from .presets import MODELS, PRETRAINED_NAMES, RANDOM_ONLY_MODELS
+
 __all__ = ["build_parser", "main"]
 
-_EPILOG = """\
-presets:
-  --preset sms-demo   offline demo: --data sms-spam --balance --model gpt2-mini --init random
-                      --trainable all --lr 5e-4 --epochs 5 --batch-size 8. Trains a small GPT
-                      from scratch on the balanced SMS Spam Collection: >= 92 % test accuracy
-                      in a few minutes on 2 CPU cores. Explicit flags override preset values.
+# What the epilog says about each --preset; the flags it stands for come from PRESET_ARGS.
+_PRESET_HELP = {
+    "sms-demo": "Offline demo: trains a small GPT from scratch on the balanced SMS Spam "
+    "Collection: >= 92 % test accuracy in a few minutes on 2 CPU cores.",
+}
+
+# The flags that may be given again with --resume (by argparse dest): they change how, not
+# what, is computed. --out is accepted when it names the same directory as --resume.
+RESUME_FLAGS = {
+    "device": "--device",
+    "threads": "--threads",
+    "progress": "--no-progress",
+    "out": "--out",
+}
+
+
+def _flag(dest: str) -> str:
+    return "--" + dest.replace("_", "-")
+
+
+def _as_flags(values: dict[str, Any]) -> str:
+    """A preset's values as the command-line flags they stand for."""
+    return " ".join(_flag(k) if v is True else f"{_flag(k)} {v}" for k, v in values.items())
+
+
+def _paragraph(text: str, first: str = "  ", rest: str = "  ") -> str:
+    return textwrap.fill(text, width=92, initial_indent=first, subsequent_indent=rest)
+
+
+def _epilog() -> str:
+    presets = [
+        _paragraph(
+            f"= {_as_flags(values)}. {_PRESET_HELP.get(name, '')}",
+            first=f"  --preset {name}".ljust(22),
+            rest=" " * 22,
+        )
+        for name, values in PRESET_ARGS.items()
+    ]
+    resume = _paragraph(
+        "Checkpoints go to OUT/checkpoint/ at every epoch end and every --checkpoint-every "
+        "optimizer steps. `clf-train --resume OUT` continues a killed run (even SIGKILL) with "
+        "the saved configuration and ends with the same metrics as an uninterrupted run; only "
+        f"{one_of(tuple(RESUME_FLAGS.values()))} (naming OUT again) may be given with it."
+    )
+    return f"""\
+presets (explicit flags override a preset's values):
+{chr(10).join(presets)}
 
 speed:
   Batches are bucketed by token length (each padded only to its own longest text). With
@@ -30,19 +87,13 @@ speed:
   runs every step. Dropout acts only inside trainable blocks.
 
 resume:
-  Checkpoints go to OUT/checkpoint/ at every epoch end and every --checkpoint-every optimizer
-  steps. `clf-train --resume OUT` continues a killed run (even SIGKILL) with the saved
-  configuration and ends with the same metrics as an uninterrupted run; only --device,
-  --threads and --no-progress may be given with it.
+{resume}
 
 examples:
   clf-train --preset sms-demo --out runs/demo
   clf-train --data sms.csv --text-col message --label-col category --model gpt2 --out runs/a
   clf-train --resume runs/a
 """
-
-# Flags whose values may be given again with --resume (they change how, not what, is computed).
-_RESUME_OK = {"resume", "device", "threads", "progress", "out", "preset"}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -51,11 +102,13 @@ def build_parser() -> argparse.ArgumentParser:
         prog="clf-train",
         description="Finetune GPT-2 into a text classifier; writes a run directory that "
         "clf-export turns into ONNX.",
-        epilog=_EPILOG,
+        epilog=_epilog(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
         argument_default=argparse.SUPPRESS,
     )
-    p.add_argument("--preset", choices=["sms-demo"], help="a named bundle of flags (see below)")
+    p.add_argument(
+        "--preset", choices=list(PRESET_ARGS), help="a named bundle of flags (see below)"
+    )
     d = p.add_argument_group("data")
     d.add_argument("--data", help='CSV/TSV/JSONL file with text and label columns, or "sms-spam"')
     d.add_argument("--text-col", help="name of the text column (default: detected)")
@@ -68,8 +121,10 @@ def build_parser() -> argparse.ArgumentParser:
     m = p.add_argument_group("model")
     m.add_argument(
         "--model",
-        help="gpt2 (default), gpt2-medium, gpt2-large, gpt2-xl; gpt2-tiny and gpt2-mini are "
-        "small shapes for --init random",
+        choices=MODELS,
+        metavar="NAME",
+        help=f"{', '.join(PRETRAINED_NAMES)} (default {TrainConfig.model}); small shapes for "
+        f"--init random only: {', '.join(RANDOM_ONLY_MODELS)}",
     )
     m.add_argument(
         "--weights",
@@ -78,7 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     m.add_argument(
         "--init",
-        choices=["pretrained", "random"],
+        choices=INITS,
         help="start from pretrained weights (default) or a seeded random init",
     )
     m.add_argument(
@@ -86,7 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="head | last-block (default) | last-N-blocks (e.g. last-2-blocks) | all. Training "
         "blocks also trains the final norm; the head always trains",
     )
-    m.add_argument("--pooling", choices=["last", "mean"], help="last real token (default) or mean")
+    m.add_argument("--pooling", choices=POOLINGS, help="last real token (default) or mean")
     m.add_argument(
         "--max-length",
         type=int,
@@ -108,11 +163,11 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="stop after N epochs without a lower validation loss (default: off)",
     )
-    t.add_argument("--device", choices=["auto", "cpu", "cuda"], help="default auto (CUDA if any)")
+    t.add_argument("--device", choices=DEVICES, help="default auto (CUDA if any)")
     t.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     t.add_argument(
         "--frozen-dtype",
-        choices=["fp32", "bf16"],
+        choices=FROZEN_DTYPES,
         help="dtype for computing and caching the frozen blocks (default fp32)",
     )
     t.add_argument(
@@ -131,21 +186,24 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def config_from_args(args: argparse.Namespace) -> Any:
-    """Merge TrainConfig defaults < preset values < explicit flags into a TrainConfig."""
-    from .config import PRESET_ARGS, ConfigError, TrainConfig
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    """Merge TrainConfig defaults < preset values < explicit flags into a TrainConfig.
 
+    With ``--resume`` the run's saved configuration is used, so any flag outside
+    :data:`RESUME_FLAGS` (``--preset`` included) is refused with a :class:`ConfigError`.
+    """
     given = dict(vars(args))
-    preset = given.pop("preset", None)
     if "resume" in given:
-        extra = sorted(set(given) - _RESUME_OK)
+        extra = sorted(set(given) - {"resume", *RESUME_FLAGS})
         if extra:
-            flags = ", ".join("--" + k.replace("_", "-") for k in extra)
+            flags = ", ".join(_flag(k) for k in extra)
             raise ConfigError(
-                f"--resume continues a run with its saved configuration; drop {flags} "
-                "(only --device, --threads and --no-progress may be given with --resume)"
+                f"--resume continues a run with the configuration it saved when it started; "
+                f"drop {flags} (only {one_of(tuple(RESUME_FLAGS.values()))} may be given with "
+                "--resume)"
             )
         return TrainConfig(**given)
+    preset = given.pop("preset", None)
     values = {**(PRESET_ARGS[preset] if preset else {}), **given}
     return TrainConfig(**values)
 
@@ -195,20 +253,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     pkg_logger.setLevel(logging.WARNING)
     try:
         from .api import train
-        from .checkpoint import CheckpointError
-        from .config import ConfigError
-        from .data import DataError
-        from .pretrained import PretrainedError
-        from .run_dir import RunDirError
-        from .trainer import TrainingError
+        from .errors import TrainError
 
         try:
             config = config_from_args(args)
             result = train(config, on_epoch=_print_epoch)
-        except ConfigError as e:
+        except ConfigError as e:  # before TrainError: it is one
             print(f"clf-train: error: {e}", file=sys.stderr)
             return 2
-        except (DataError, PretrainedError, TrainingError, CheckpointError, RunDirError) as e:
+        except TrainError as e:
             print(f"clf-train: error: {e}", file=sys.stderr)
             return 1
         except KeyboardInterrupt:
