@@ -84,7 +84,7 @@ class TrainResult:
 
 @dataclass
 class _Prepared:
-    """A run ready to train: what :func:`train` (new run) and :func:`_resume` both produce."""
+    """A run ready to train: what :func:`_prepare_new` and :func:`_prepare_resume` produce."""
 
     run_dir: Path
     config: TrainConfig
@@ -177,8 +177,12 @@ def train(
     ``RunDirError``; all refusals before training starts leave no run directory behind.
     """
     config.validate()
-    if config.resume is not None:
-        return _resume(config, on_epoch=on_epoch, cache_budget_bytes=cache_budget_bytes)
+    prepared = _prepare_resume(config) if config.resume is not None else _prepare_new(config)
+    return _run(prepared, on_epoch=on_epoch, cache_budget_bytes=cache_budget_bytes)
+
+
+def _prepare_new(config: TrainConfig) -> _Prepared:
+    """Steps 1-3 of a new run: load and split the data, build the model, create the run dir."""
     cfg = config.resolved()
     out = Path(cfg.out or "")
     _check_out_dir(out, overwrite=cfg.overwrite)
@@ -222,16 +226,11 @@ def train(
     }
     write_setup(out, setup)
     texts = {name: (part.texts, part.labels) for name, part in splits.items()}
-    prepared = _Prepared(out, cfg, setup, texts, model, device)
-    return _run(prepared, on_epoch=on_epoch, cache_budget_bytes=cache_budget_bytes)
+    return _Prepared(out, cfg, setup, texts, model, device)
 
 
-def _resume(
-    config: TrainConfig,
-    *,
-    on_epoch: Callable[[dict[str, Any]], None] | None,
-    cache_budget_bytes: int,
-) -> TrainResult:
+def _prepare_resume(config: TrainConfig) -> _Prepared:
+    """An interrupted run, rebuilt from its ``setup.json`` and split files."""
     run_dir = Path(config.resume or "")
     if not run_dir.is_dir():
         raise ConfigError(f"--resume {run_dir}: no such directory")
@@ -256,8 +255,7 @@ def _resume(
         )
     texts = {name: read_split(run_dir, name) for name in SPLITS}
     logger.info("resuming the run in %s", run_dir)
-    prepared = _Prepared(run_dir, cfg, setup, texts, model, device)
-    return _run(prepared, on_epoch=on_epoch, cache_budget_bytes=cache_budget_bytes)
+    return _Prepared(run_dir, cfg, setup, texts, model, device)
 
 
 def _run(

@@ -45,6 +45,7 @@ from .errors import CheckpointError
 __all__ = [
     "CheckpointError",
     "TrainState",
+    "has_setup",
     "load_checkpoint",
     "read_setup",
     "remove_checkpoint",
@@ -77,11 +78,16 @@ def write_setup(run_dir: Path, setup: dict[str, Any]) -> None:
     atomic_write_json(checkpoint_dir(run_dir) / SETUP_FILE, setup)
 
 
+def has_setup(run_dir: Path) -> bool:
+    """Whether ``run_dir`` got as far as ``setup.json``, i.e. ``--resume`` can continue it."""
+    return (checkpoint_dir(run_dir) / SETUP_FILE).is_file()
+
+
 def read_setup(run_dir: Path) -> dict[str, Any]:
     """``setup.json`` of an interrupted run; :class:`CheckpointError` says why there is none."""
-    path = checkpoint_dir(run_dir) / SETUP_FILE
-    if not path.is_file():
+    if not has_setup(run_dir):
         raise CheckpointError(_why_no_setup(Path(run_dir)))
+    path = checkpoint_dir(run_dir) / SETUP_FILE
     try:
         return json.loads(path.read_text("utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:

@@ -299,6 +299,7 @@ def test_empty_text_and_label_rows_are_skipped_with_line_numbers(tmp_path: Path)
     rows = [("ham", "a"), ("spam", "   "), ("ham", "b"), ("", "c"), ("spam", ""), ("spam", "d")]
     data, rep = load_labeled_file(_tsv(tmp_path, rows))
     assert data == LabeledData(["a", "b", "d"], ["ham", "ham", "spam"])
+    assert data.lines == [2, 4, 7]  # the file line of each kept row (line 1: the header)
     assert rep["skipped"] == {
         "empty_text": {"count": 2, "first_lines": [3, 6]},
         "empty_label": {"count": 1, "first_lines": [5]},
@@ -307,6 +308,14 @@ def test_empty_text_and_label_rows_are_skipped_with_line_numbers(tmp_path: Path)
         f"{tmp_path / 'd.tsv'}: skipped 3 rows: 2 with empty text (line 3, 6); "
         "1 with empty label (line 5)."
     ]
+
+
+def test_label_tab_text_ignores_the_extension_and_any_header_guess(tmp_path: Path) -> None:
+    # Read by extension, this .csv would be comma separated, its first row a header.
+    path = _write(tmp_path / "d.csv", "text\tlabel\nham\thi, there\n")
+    data, rep = load_labeled_file(path, label_tab_text=True)
+    assert data == LabeledData(["label", "hi, there"], ["text", "ham"])
+    assert data.lines == [1, 2] and rep["format"] == "tsv" and rep["header"] is False
 
 
 def test_case_variant_labels_are_merged(tmp_path: Path) -> None:
