@@ -19,7 +19,12 @@ from ..presets import PRESETS, PRETRAINED_NAMES
 
 __all__ = ["HUB_FILES", "check_name", "locate", "resolve_hub"]
 
-HUB_FILES = ("config.json", "model.safetensors")
+# Hugging Face's file names; that a clf-train run directory uses the same two names for its
+# own (different) files is a coincidence: those come from clf_runtime.contract.
+HF_CONFIG_FILE = "config.json"
+HF_WEIGHTS_FILES = ("model.safetensors", "pytorch_model.bin")
+"""Weights file names of a Hugging Face checkpoint directory, in order of preference."""
+HUB_FILES = (HF_CONFIG_FILE, HF_WEIGHTS_FILES[0])
 """What a snapshot must hold for a name to resolve (and all a download fetches)."""
 
 
@@ -103,9 +108,9 @@ def resolve_hub(name: str) -> Path:
 def locate(path: Path) -> tuple[Path, Path | None]:
     """(weights file, config.json or None) for a --weights directory or file."""
     if path.is_dir():
-        for name in ("model.safetensors", "pytorch_model.bin"):
+        for name in HF_WEIGHTS_FILES:
             if (path / name).is_file():
-                config = path / "config.json"
+                config = path / HF_CONFIG_FILE
                 return path / name, config if config.is_file() else None
         listing = sorted(p.name for p in path.iterdir())[:10]
         raise PretrainedError(
@@ -114,7 +119,7 @@ def locate(path: Path) -> tuple[Path, Path | None]:
             "pass the weights file itself"
         )
     if path.is_file():
-        config = path.with_name("config.json")
+        config = path.with_name(HF_CONFIG_FILE)
         # Only safetensors files take a config from beside them: a .pth has no such convention.
         use = path.suffix.lower() == ".safetensors" and config.is_file()
         return path, config if use else None
