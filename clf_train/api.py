@@ -25,35 +25,38 @@ from typing import Any
 import torch
 
 from clf_runtime.atomic import atomic_write_json
+from clf_runtime.contract import (
+    ACCURACY_PNG,
+    CHECKPOINT_DIR,
+    DATA_REPORT_FILE,
+    HISTORY_FILE,
+    LOSS_PNG,
+    METRICS_FILE,
+    RUN_CONFIG_FILE,
+    RUN_WEIGHTS_FILE,
+    SPLIT_DIR,
+    SPLITS,
+)
 from clf_runtime.tokenizer import encode_batch
 
-from .checkpoint import CHECKPOINT_DIR, load_checkpoint, read_setup, remove_checkpoint, write_setup
-from .config import ConfigError, TrainConfig, parse_trainable
+from .checkpoint import load_checkpoint, read_setup, remove_checkpoint, write_setup
+from .config import TrainConfig, parse_trainable
+from .errors import ConfigError, TrainingError
 from .frozen_cache import CACHE_BUDGET_BYTES, apply_trainable, build_store
 from .metrics import classification_metrics
 from .model import PRESETS, GPTClassifier, GPTConfig, init_weights
-from .plots import ACCURACY_PNG, LOSS_PNG, plot_history
-from .run_dir import (
-    CONFIG_FILE,
-    HISTORY_FILE,
-    METRICS_FILE,
-    SPLIT_DIR,
-    WEIGHTS_FILE,
-    RunConfig,
-    read_split,
-    save_weights,
-    write_split,
-)
-from .trainer import TrainingError, evaluate, fit, label_targets, load_trainable
+from .plots import plot_history
+from .run_dir import RunConfig, read_split, save_weights, write_split
+from .trainer import evaluate, fit, label_targets, load_trainable
 
-__all__ = ["DATA_REPORT_FILE", "TrainResult", "TrainingError", "train"]
+__all__ = ["TrainResult", "TrainingError", "train"]
 
 logger = logging.getLogger(__name__)
 
-DATA_REPORT_FILE = "data_report.json"
+# Everything a run writes into --out: what --overwrite replaces (and nothing else).
 RUN_ENTRIES = (
-    CONFIG_FILE,
-    WEIGHTS_FILE,
+    RUN_CONFIG_FILE,
+    RUN_WEIGHTS_FILE,
     METRICS_FILE,
     HISTORY_FILE,
     LOSS_PNG,
@@ -62,7 +65,6 @@ RUN_ENTRIES = (
     SPLIT_DIR,
     CHECKPOINT_DIR,
 )
-SPLITS = ("train", "val", "test")
 
 
 @dataclass
@@ -78,6 +80,21 @@ class TrainResult:
     """The resolved config actually used (lr and epochs filled in)."""
     best_epoch: int | None
     warnings: list[str]
+
+
+@dataclass
+class _Prepared:
+    """A run ready to train: what :func:`_prepare_new` and :func:`_prepare_resume` produce."""
+
+    run_dir: Path
+    config: TrainConfig
+    """Resolved (lr and epochs set): the saved config, for a resumed run."""
+    setup: dict[str, Any]
+    """The content of ``checkpoint/setup.json``."""
+    texts: dict[str, tuple[list[str], list[str]]]
+    """Per split: (texts, label names)."""
+    model: GPTClassifier
+    device: torch.device
 
 
 def _device(name: str) -> torch.device:
@@ -154,13 +171,18 @@ def train(
 ) -> TrainResult:
     """Train a classifier per ``config`` into ``config.out`` (or continue ``config.resume``).
 
-    ``on_epoch`` is called with each epoch's history record. Raises :class:`ConfigError`,
-    ``DataError``, ``PretrainedError``, :class:`TrainingError` or ``CheckpointError``; all
-    refusals before training starts leave no run directory behind.
+    ``on_epoch`` is called with each epoch's history record. Every failure is a
+    :class:`~clf_train.errors.TrainError`: :class:`ConfigError` (the config or the device),
+    ``DataError``, ``PretrainedError``, :class:`TrainingError`, ``CheckpointError`` or
+    ``RunDirError``; all refusals before training starts leave no run directory behind.
     """
     config.validate()
-    if config.resume is not None:
-        return _resume(config, on_epoch=on_epoch, cache_budget_bytes=cache_budget_bytes)
+    prepared = _prepare_resume(config) if config.resume is not None else _prepare_new(config)
+    return _run(prepared, on_epoch=on_epoch, cache_budget_bytes=cache_budget_bytes)
+
+
+def _prepare_new(config: TrainConfig) -> _Prepared:
+    """Steps 1-3 of a new run: load and split the data, build the model, create the run dir."""
     cfg = config.resolved()
     out = Path(cfg.out or "")
     _check_out_dir(out, overwrite=cfg.overwrite)
@@ -204,15 +226,11 @@ def train(
     }
     write_setup(out, setup)
     texts = {name: (part.texts, part.labels) for name, part in splits.items()}
-    return _run(out, cfg, setup, texts, model, device, on_epoch, cache_budget_bytes)
+    return _Prepared(out, cfg, setup, texts, model, device)
 
 
-def _resume(
-    config: TrainConfig,
-    *,
-    on_epoch: Callable[[dict[str, Any]], None] | None,
-    cache_budget_bytes: int,
-) -> TrainResult:
+def _prepare_resume(config: TrainConfig) -> _Prepared:
+    """An interrupted run, rebuilt from its ``setup.json`` and split files."""
     run_dir = Path(config.resume or "")
     if not run_dir.is_dir():
         raise ConfigError(f"--resume {run_dir}: no such directory")
@@ -237,20 +255,19 @@ def _resume(
         )
     texts = {name: read_split(run_dir, name) for name in SPLITS}
     logger.info("resuming the run in %s", run_dir)
-    return _run(run_dir, cfg, setup, texts, model, device, on_epoch, cache_budget_bytes)
+    return _Prepared(run_dir, cfg, setup, texts, model, device)
 
 
 def _run(
-    run_dir: Path,
-    cfg: TrainConfig,
-    setup: dict[str, Any],
-    texts: dict[str, tuple[list[str], list[str]]],
-    model: GPTClassifier,
-    device: torch.device,
+    prepared: _Prepared,
+    *,
     on_epoch: Callable[[dict[str, Any]], None] | None,
     cache_budget_bytes: int,
 ) -> TrainResult:
+    """Cache the frozen part, train, then write the final run files (steps 4-5 above)."""
     t0 = time.perf_counter()
+    run_dir, cfg, model, device = prepared.run_dir, prepared.config, prepared.model, prepared.device
+    setup, texts = prepared.setup, prepared.texts
     labels: list[str] = setup["labels"]
     max_length: int = setup["max_length"]
     spec = apply_trainable(model, parse_trainable(cfg.trainable))
@@ -268,16 +285,8 @@ def _run(
         spec,
         stores,
         targets,
+        cfg,
         run_dir=run_dir,
-        epochs=int(cfg.epochs or 1),
-        batch_size=cfg.batch_size,
-        grad_accum=cfg.grad_accum,
-        lr=float(cfg.lr or 0.0),
-        weight_decay=cfg.weight_decay,
-        seed=cfg.seed,
-        early_stopping=cfg.early_stopping,
-        checkpoint_every=cfg.checkpoint_every,
-        progress=cfg.progress,
         resume_from=load_checkpoint(run_dir, device=device),
         on_epoch=on_epoch,
     )
@@ -318,7 +327,7 @@ def _run(
         },
     }
     model.eval()
-    save_weights(run_dir / WEIGHTS_FILE, model, run_config=run_config)
+    save_weights(run_dir / RUN_WEIGHTS_FILE, model, run_config=run_config)
     atomic_write_json(run_dir / METRICS_FILE, metrics)
     atomic_write_json(run_dir / HISTORY_FILE, history)
     plot_history(run_dir, state.history)

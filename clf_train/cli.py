@@ -11,17 +11,120 @@ import argparse
 import importlib.util
 import logging
 import sys
+import textwrap
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
+
+from clf_runtime.contract import POOLINGS
+
+# Torch-free (a test proves it): the parser needs no torch, so a runtime-only install can
+# still print --help and the hint below.
+from .config import (
+    DEVICES,
+    FROZEN_DTYPES,
+    INITS,
+    PRESET_ARGS,
+    PRETRAINED_EPOCHS,
+    PRETRAINED_LR,
+    RANDOM_LR,
+    ConfigError,
+    TrainConfig,
+    one_of,
+)
+from .presets import MODELS, PRETRAINED_NAMES, RANDOM_ONLY_MODELS
 
 __all__ = ["build_parser", "main"]
 
-_EPILOG = """\
-presets:
-  --preset sms-demo   offline demo: --data sms-spam --balance --model gpt2-mini --init random
-                      --trainable all --lr 5e-4 --epochs 5 --batch-size 8. Trains a small GPT
-                      from scratch on the balanced SMS Spam Collection: >= 92 % test accuracy
-                      in a few minutes on 2 CPU cores. Explicit flags override preset values.
+# What the epilog says about each --preset; the flags it stands for come from PRESET_ARGS.
+_PRESET_HELP = {
+    "sms-demo": "Offline demo: trains a small GPT from scratch on the balanced SMS Spam "
+    "Collection: >= 92 % test accuracy in a few minutes on 2 CPU cores.",
+}
+
+# The flags that may be given again with --resume, by argparse dest: they change how, not
+# what, is computed. --out is accepted when it names the same directory as --resume.
+RESUME_OK = ("device", "threads", "progress", "out")
+
+_DEFAULTS = TrainConfig()
+
+
+def _sci(x: float) -> str:
+    return f"{x:.0e}".replace("e-0", "e-")  # 5e-05 -> 5e-5
+
+
+# The --help line of every flag; the defaults quoted are read from the code that applies them.
+_HELP = {
+    "--preset": "a named bundle of flags (see below)",
+    "--data": 'CSV/TSV/JSONL file with text and label columns, or "sms-spam"',
+    "--text-col": "name of the text column (default: detected)",
+    "--label-col": "name of the label column (default: detected)",
+    "--val-data": "separate validation file (default: 10 %% of --data)",
+    "--test-data": "separate test file (default: 20 %% of --data)",
+    "--balance": "undersample every label to the rarest one's count",
+    "--model": f"{', '.join(PRETRAINED_NAMES)} (default {_DEFAULTS.model}); small shapes for "
+    f"--init random only: {', '.join(RANDOM_ONLY_MODELS)}",
+    "--weights": "local pretrained weights (HF dir/safetensors or a torch state dict); their "
+    "shape wins over --model",
+    "--init": f"start from pretrained weights or a seeded random init (default {_DEFAULTS.init})",
+    "--trainable": f"head | last-block | last-N-blocks (e.g. last-2-blocks) | all (default "
+    f"{_DEFAULTS.trainable}). Training blocks also trains the final norm; the head always trains",
+    "--pooling": f"last real token or mean (default {_DEFAULTS.pooling})",
+    "--max-length": "tokens kept per text, from its start (default: min(256, context length))",
+    "--dropout": f"dropout in the trainable blocks (default {_DEFAULTS.dropout})",
+    "--lr": f"AdamW learning rate (default {_sci(PRETRAINED_LR)}; {_sci(RANDOM_LR)} with --init "
+    "random)",
+    "--weight-decay": f"AdamW weight decay (default {_DEFAULTS.weight_decay})",
+    "--epochs": f"epochs (default {PRETRAINED_EPOCHS})",
+    "--batch-size": f"texts per batch (default {_DEFAULTS.batch_size})",
+    "--grad-accum": f"batches per optimizer step (default {_DEFAULTS.grad_accum})",
+    "--seed": f"seed of split, init, batch order, dropout (default {_DEFAULTS.seed})",
+    "--early-stopping": "stop after N epochs without a lower validation loss (default: off)",
+    "--device": f"default {_DEFAULTS.device} (CUDA if any)",
+    "--threads": "torch CPU threads (default: torch's choice)",
+    "--frozen-dtype": "dtype for computing and caching the frozen blocks "
+    f"(default {_DEFAULTS.frozen_dtype})",
+    "--checkpoint-every": "optimizer steps between mid-epoch checkpoints "
+    f"(default {_DEFAULTS.checkpoint_every}; 0: epoch ends only)",
+    "--out": "run directory to create (required unless --resume)",
+    "--overwrite": "replace the run files of an existing --out",
+    "--resume": "continue the interrupted run in DIR",
+    "--no-progress": "no progress bars",
+}
+
+
+def _flag(dest: str) -> str:
+    """The command-line flag of an argparse dest."""
+    return "--no-progress" if dest == "progress" else "--" + dest.replace("_", "-")
+
+
+def _as_flags(values: dict[str, Any]) -> str:
+    """A preset's values as the command-line flags they stand for."""
+    return " ".join(_flag(k) if v is True else f"{_flag(k)} {v}" for k, v in values.items())
+
+
+def _paragraph(text: str, first: str = "  ", rest: str = "  ") -> str:
+    return textwrap.fill(text, width=92, initial_indent=first, subsequent_indent=rest)
+
+
+def _epilog() -> str:
+    presets = [
+        _paragraph(
+            f"= {_as_flags(values)}. {_PRESET_HELP.get(name, '')}",
+            first=f"  --preset {name}".ljust(22),
+            rest=" " * 22,
+        )
+        for name, values in PRESET_ARGS.items()
+    ]
+    resume = _paragraph(
+        "Checkpoints go to OUT/checkpoint/ at every epoch end and every --checkpoint-every "
+        "optimizer steps. `clf-train --resume OUT` continues a killed run (even SIGKILL) with "
+        "the saved configuration and ends with the same metrics as an uninterrupted run; only "
+        f"{one_of(tuple(map(_flag, RESUME_OK)))} (naming OUT again) may be given with it."
+    )
+    return f"""\
+presets (explicit flags override a preset's values):
+{chr(10).join(presets)}
 
 speed:
   Batches are bucketed by token length (each padded only to its own longest text). With
@@ -30,19 +133,13 @@ speed:
   runs every step. Dropout acts only inside trainable blocks.
 
 resume:
-  Checkpoints go to OUT/checkpoint/ at every epoch end and every --checkpoint-every optimizer
-  steps. `clf-train --resume OUT` continues a killed run (even SIGKILL) with the saved
-  configuration and ends with the same metrics as an uninterrupted run; only --device,
-  --threads and --no-progress may be given with it.
+{resume}
 
 examples:
   clf-train --preset sms-demo --out runs/demo
   clf-train --data sms.csv --text-col message --label-col category --model gpt2 --out runs/a
   clf-train --resume runs/a
 """
-
-# Flags whose values may be given again with --resume (they change how, not what, is computed).
-_RESUME_OK = {"resume", "device", "threads", "progress", "out", "preset"}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -51,101 +148,63 @@ def build_parser() -> argparse.ArgumentParser:
         prog="clf-train",
         description="Finetune GPT-2 into a text classifier; writes a run directory that "
         "clf-export turns into ONNX.",
-        epilog=_EPILOG,
+        epilog=_epilog(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
         argument_default=argparse.SUPPRESS,
     )
-    p.add_argument("--preset", choices=["sms-demo"], help="a named bundle of flags (see below)")
+
+    def add(group: Any, flag: str, **kwargs: Any) -> None:
+        group.add_argument(flag, help=_HELP[flag], **kwargs)
+
+    add(p, "--preset", choices=list(PRESET_ARGS))
     d = p.add_argument_group("data")
-    d.add_argument("--data", help='CSV/TSV/JSONL file with text and label columns, or "sms-spam"')
-    d.add_argument("--text-col", help="name of the text column (default: detected)")
-    d.add_argument("--label-col", help="name of the label column (default: detected)")
-    d.add_argument("--val-data", help="separate validation file (default: 10 %% of --data)")
-    d.add_argument("--test-data", help="separate test file (default: 20 %% of --data)")
-    d.add_argument(
-        "--balance", action="store_true", help="undersample every label to the rarest one's count"
-    )
+    for flag in ("--data", "--text-col", "--label-col", "--val-data", "--test-data"):
+        add(d, flag)
+    add(d, "--balance", action="store_true")
     m = p.add_argument_group("model")
-    m.add_argument(
-        "--model",
-        help="gpt2 (default), gpt2-medium, gpt2-large, gpt2-xl; gpt2-tiny and gpt2-mini are "
-        "small shapes for --init random",
-    )
-    m.add_argument(
-        "--weights",
-        help="local pretrained weights (HF dir/safetensors or a torch state dict); their "
-        "shape wins over --model",
-    )
-    m.add_argument(
-        "--init",
-        choices=["pretrained", "random"],
-        help="start from pretrained weights (default) or a seeded random init",
-    )
-    m.add_argument(
-        "--trainable",
-        help="head | last-block (default) | last-N-blocks (e.g. last-2-blocks) | all. Training "
-        "blocks also trains the final norm; the head always trains",
-    )
-    m.add_argument("--pooling", choices=["last", "mean"], help="last real token (default) or mean")
-    m.add_argument(
-        "--max-length",
-        type=int,
-        help="tokens kept per text, from its start (default: min(256, context length))",
-    )
-    m.add_argument("--dropout", type=float, help="dropout in the trainable blocks (default 0.0)")
+    add(m, "--model", choices=MODELS, metavar="NAME")
+    add(m, "--weights")
+    add(m, "--init", choices=INITS)
+    add(m, "--trainable")
+    add(m, "--pooling", choices=POOLINGS)
+    add(m, "--max-length", type=int)
+    add(m, "--dropout", type=float)
     t = p.add_argument_group("training")
-    t.add_argument(
-        "--lr", type=float, help="AdamW learning rate (default 5e-5; 5e-4 with --init random)"
-    )
-    t.add_argument("--weight-decay", type=float, help="AdamW weight decay (default 0.1)")
-    t.add_argument("--epochs", type=int, help="epochs (default 5)")
-    t.add_argument("--batch-size", type=int, help="texts per batch (default 8)")
-    t.add_argument("--grad-accum", type=int, help="batches per optimizer step (default 1)")
-    t.add_argument("--seed", type=int, help="seed of split, init, batch order, dropout (123)")
-    t.add_argument(
-        "--early-stopping",
-        type=int,
-        metavar="N",
-        help="stop after N epochs without a lower validation loss (default: off)",
-    )
-    t.add_argument("--device", choices=["auto", "cpu", "cuda"], help="default auto (CUDA if any)")
-    t.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
-    t.add_argument(
-        "--frozen-dtype",
-        choices=["fp32", "bf16"],
-        help="dtype for computing and caching the frozen blocks (default fp32)",
-    )
-    t.add_argument(
-        "--checkpoint-every",
-        type=int,
-        metavar="N",
-        help="optimizer steps between mid-epoch checkpoints (default 200; 0: epoch ends only)",
-    )
+    add(t, "--lr", type=float)
+    add(t, "--weight-decay", type=float)
+    for flag in ("--epochs", "--batch-size", "--grad-accum", "--seed"):
+        add(t, flag, type=int)
+    add(t, "--early-stopping", type=int, metavar="N")
+    add(t, "--device", choices=DEVICES)
+    add(t, "--threads", type=int)
+    add(t, "--frozen-dtype", choices=FROZEN_DTYPES)
+    add(t, "--checkpoint-every", type=int, metavar="N")
     o = p.add_argument_group("output")
-    o.add_argument("--out", help="run directory to create (required unless --resume)")
-    o.add_argument(
-        "--overwrite", action="store_true", help="replace the run files of an existing --out"
-    )
-    o.add_argument("--resume", metavar="DIR", help="continue the interrupted run in DIR")
-    o.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
+    add(o, "--out")
+    add(o, "--overwrite", action="store_true")
+    add(o, "--resume", metavar="DIR")
+    add(o, "--no-progress", dest="progress", action="store_false")
     return p
 
 
-def config_from_args(args: argparse.Namespace) -> Any:
-    """Merge TrainConfig defaults < preset values < explicit flags into a TrainConfig."""
-    from .config import PRESET_ARGS, ConfigError, TrainConfig
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    """Merge TrainConfig defaults < preset values < explicit flags into a TrainConfig.
 
+    With ``--resume`` the run's saved configuration is used, so any flag outside
+    :data:`RESUME_OK` (``--preset`` included) is refused with a :class:`ConfigError`.
+    """
     given = dict(vars(args))
-    preset = given.pop("preset", None)
     if "resume" in given:
-        extra = sorted(set(given) - _RESUME_OK)
+        extra = sorted(set(given) - {"resume", *RESUME_OK})
         if extra:
-            flags = ", ".join("--" + k.replace("_", "-") for k in extra)
+            flags = ", ".join(_flag(k) for k in extra)
             raise ConfigError(
-                f"--resume continues a run with its saved configuration; drop {flags} "
-                "(only --device, --threads and --no-progress may be given with --resume)"
+                f"--resume continues a run with the configuration it saved when it started; "
+                f"drop {flags} (only {one_of(tuple(map(_flag, RESUME_OK)))} may be given with "
+                "--resume)"
             )
         return TrainConfig(**given)
+    preset = given.pop("preset", None)
     values = {**(PRESET_ARGS[preset] if preset else {}), **given}
     return TrainConfig(**values)
 
@@ -178,6 +237,20 @@ def _print_summary(result: Any) -> None:
     print(f"run directory: {result.run_dir}")
 
 
+def _interrupted_hint(args: argparse.Namespace) -> str:
+    """What to do after Ctrl-C: resume if the run got as far as its setup checkpoint."""
+    from .checkpoint import has_setup
+
+    where = getattr(args, "resume", None) or getattr(args, "out", None)
+    if where is None or has_setup(Path(where)):
+        return f"interrupted; continue with: clf-train --resume {where}"
+    again = " with --overwrite" if Path(where).exists() else ""
+    return (
+        "interrupted during setup, before the run's first checkpoint: there is nothing to "
+        f"resume; run the same command again{again}"
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``clf-train``; returns the exit status."""
     if importlib.util.find_spec("torch") is None:  # a runtime-only install
@@ -195,28 +268,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     pkg_logger.setLevel(logging.WARNING)
     try:
         from .api import train
-        from .checkpoint import CheckpointError
-        from .config import ConfigError
-        from .data import DataError
-        from .pretrained import PretrainedError
-        from .run_dir import RunDirError
-        from .trainer import TrainingError
+        from .errors import TrainError
 
         try:
             config = config_from_args(args)
             result = train(config, on_epoch=_print_epoch)
-        except ConfigError as e:
+        except ConfigError as e:  # before TrainError: it is one
             print(f"clf-train: error: {e}", file=sys.stderr)
             return 2
-        except (DataError, PretrainedError, TrainingError, CheckpointError, RunDirError) as e:
+        except TrainError as e:
             print(f"clf-train: error: {e}", file=sys.stderr)
             return 1
         except KeyboardInterrupt:
-            where = getattr(args, "resume", None) or getattr(args, "out", None)
-            print(
-                f"clf-train: interrupted; continue with: clf-train --resume {where}",
-                file=sys.stderr,
-            )
+            print(f"clf-train: {_interrupted_hint(args)}", file=sys.stderr)
             return 130
         _print_summary(result)
         return 0

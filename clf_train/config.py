@@ -8,21 +8,25 @@ Defaults that depend on ``--init`` (``lr``, ``epochs``) are ``None`` here and re
 
 * ``--init pretrained``: lr 5e-5, 5 epochs (the published chapter-6 recipe).
 * ``--init random``: lr 5e-4, 5 epochs. A model trained from scratch needs a much larger
-  step than a finetune; these values were tuned so that
-  ``clf-train --data SMSSpamCollection --balance --model gpt2-mini --init random
-  --trainable all`` reaches >= 92 % test accuracy in a few minutes on 2 CPU cores
-  (measured: 95.3 % in ~40 s wall, 5 epochs of ~7 s; on the 4,862-message offline copy
-  94.6 %). 1e-3 was less stable (92.7-95.3 % full data, 88.4-89.9 % on the copy), and
-  dropout 0.1 did not help.
+  step than a finetune. 5e-4 was picked by trying values on the ``sms-demo`` preset (balanced
+  SMS spam, ``gpt2-mini``, ``--trainable all``; its measured accuracy is in the README):
+  1e-3 was less stable, and dropout 0.1 did not help.
+
+Torch-free: the model names and shapes come from :mod:`clf_train.presets`, the pooling names
+from :mod:`clf_runtime.contract`, so ``import clf_train.config`` does not load torch.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
-from .model import POOLINGS, PRESETS
+from clf_runtime.contract import POOLINGS
+
+from ._records import from_known_keys
+from .errors import ConfigError
+from .presets import MODELS, PRESETS, RANDOM_ONLY_MODELS
 
 __all__ = [
     "DEVICES",
@@ -30,13 +34,13 @@ __all__ = [
     "INITS",
     "MODELS",
     "PRESET_ARGS",
+    "RANDOM_ONLY_MODELS",
     "ConfigError",
     "TrainConfig",
+    "one_of",
     "parse_trainable",
 ]
 
-MODELS = ("gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl", "gpt2-tiny", "gpt2-mini")
-RANDOM_ONLY_MODELS = ("gpt2-tiny", "gpt2-mini")
 INITS = ("pretrained", "random")
 DEVICES = ("auto", "cpu", "cuda")
 FROZEN_DTYPES = ("fp32", "bf16")
@@ -64,8 +68,9 @@ PRESET_ARGS: dict[str, dict[str, Any]] = {
 _LAST_N = re.compile(r"last-(\d+)-blocks")
 
 
-class ConfigError(ValueError):
-    """The training configuration is invalid; each line names the flag to fix."""
+def one_of(values: tuple[str, ...]) -> str:
+    """``("a", "b", "c")`` -> ``"a, b or c"``: how messages and help list a flag's choices."""
+    return values[0] if len(values) == 1 else f"{', '.join(values[:-1])} or {values[-1]}"
 
 
 def parse_trainable(spec: str) -> int | None:
@@ -108,7 +113,7 @@ class TrainConfig:
     """--balance: undersample every label to the size of the rarest one."""
     # --- model ---
     model: str = "gpt2"
-    """--model: architecture / pretrained size (gpt2 ... gpt2-xl, gpt2-tiny, gpt2-mini)."""
+    """--model: architecture / pretrained size (a name of :data:`clf_train.presets.MODELS`)."""
     weights: str | None = None
     """--weights: a local pretrained checkpoint (HF safetensors dir/file or a torch state dict)."""
     init: str = "pretrained"
@@ -167,7 +172,7 @@ class TrainConfig:
         if self.model not in MODELS:
             p.append(f"--model must be one of {', '.join(MODELS)}, got {self.model!r}")
         if self.init not in INITS:
-            p.append(f"--init must be pretrained or random, got {self.init!r}")
+            p.append(f"--init must be {one_of(INITS)}, got {self.init!r}")
         elif self.init == "pretrained" and self.model in RANDOM_ONLY_MODELS:
             p.append(
                 f"--model {self.model} has no pretrained weights: add --init random "
@@ -186,7 +191,7 @@ class TrainConfig:
                     f"--trainable {self.trainable}: {self.model} has only {cfg.n_layer} blocks"
                 )
         if self.pooling not in POOLINGS:
-            p.append(f"--pooling must be last or mean, got {self.pooling!r}")
+            p.append(f"--pooling must be {one_of(POOLINGS)}, got {self.pooling!r}")
         if self.max_length is not None:
             ctx = PRESETS[self.model].context_length if self.model in PRESETS else None
             if self.max_length < 1:
@@ -215,9 +220,9 @@ class TrainConfig:
         if self.seed < 0:
             p.append(f"--seed must be >= 0, got {self.seed}")
         if self.device not in DEVICES:
-            p.append(f"--device must be auto, cpu or cuda, got {self.device!r}")
+            p.append(f"--device must be {one_of(DEVICES)}, got {self.device!r}")
         if self.frozen_dtype not in FROZEN_DTYPES:
-            p.append(f"--frozen-dtype must be fp32 or bf16, got {self.frozen_dtype!r}")
+            p.append(f"--frozen-dtype must be {one_of(FROZEN_DTYPES)}, got {self.frozen_dtype!r}")
         return p
 
     def validate(self) -> TrainConfig:
@@ -244,8 +249,5 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ConfigError(f"unknown training config keys {unknown}; known: {sorted(known)}")
-        return cls(**data)
+        """Inverse of :meth:`to_dict`; raises :class:`ConfigError` on a key that is not a field."""
+        return from_known_keys(cls, data, what="training config", error=ConfigError)

@@ -48,9 +48,11 @@ import hashlib
 import io
 import json
 from collections import Counter, defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from .errors import DataError
 
 __all__ = [
     "MAX_TEXT_CHARS",
@@ -66,12 +68,6 @@ LABEL_COLUMNS = ("label", "labels", "class", "category", "target")
 FIRST_LINES = 5  # line numbers kept per skip reason
 N_EXAMPLES = 5  # duplicate texts quoted in the report
 _EXT_FORMATS = {".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
-_SPLITS = ("train", "val", "test")
-
-
-class DataError(ValueError):
-    """Bad training data. The message is one paragraph: what was wrong, where (file, line), how
-    to fix."""
 
 
 @dataclass
@@ -80,10 +76,14 @@ class LabeledData:
 
     texts: list[str]
     labels: list[str]
+    lines: list[int] | None = field(default=None, compare=False, repr=False)
+    """Line number in the source file of each row, as read; None once rows are resampled."""
 
     def __post_init__(self) -> None:
         if len(self.texts) != len(self.labels):
             raise ValueError(f"{len(self.texts)} texts but {len(self.labels)} labels")
+        if self.lines is not None and len(self.lines) != len(self.texts):
+            raise ValueError(f"{len(self.texts)} texts but {len(self.lines)} line numbers")
 
     def __len__(self) -> int:
         return len(self.texts)
@@ -311,10 +311,23 @@ def _merge_labels(raw: list[str]) -> tuple[list[str], list[dict[str, Any]], list
     return labels, norms, notes
 
 
-def _load(
-    path: Path, text_col: str | None, label_col: str | None, *, label_tab_text: bool = False
-) -> tuple[LabeledData, dict[str, Any], list[int]]:
-    """Read one file; also return the line number of every kept row."""
+def load_labeled_file(
+    path: str | Path,
+    *,
+    text_col: str | None = None,
+    label_col: str | None = None,
+    label_tab_text: bool = False,
+) -> tuple[LabeledData, dict[str, Any]]:
+    """Read a labeled CSV/TSV/JSONL file (see the module docstring for the rules).
+
+    Returns the data (labels stripped and case-merged, ``lines`` set) and a JSON-serializable
+    report: path, sha256, format, header and columns used, rows read/kept, rows skipped by
+    reason with their first line numbers, label normalizations, label counts and warning
+    sentences. ``label_tab_text`` reads the file as headerless ``label<TAB>text`` whatever its
+    extension (the layout of the SMS Spam Collection). Raises ``DataError`` for a
+    missing/empty/non-UTF-8 file, bad JSON, or unknown columns.
+    """
+    path = Path(path)
     text, sha = _decode(path)
     fmt = "tsv" if label_tab_text else _detect_format(path, text)
     report: dict[str, Any] = {"path": str(path), "sha256": sha, "format": fmt}
@@ -408,18 +421,4 @@ def _load(
             f"{path}: no usable rows: all {n_rows} rows were skipped ({warnings[0]}). Check that "
             f"the text and label columns are the right ones."
         )
-    return LabeledData(texts, labels), report, lines
-
-
-def load_labeled_file(
-    path: str | Path, *, text_col: str | None = None, label_col: str | None = None
-) -> tuple[LabeledData, dict[str, Any]]:
-    """Read a labeled CSV/TSV/JSONL file (see the module docstring for the rules).
-
-    Returns the data (labels stripped and case-merged) and a JSON-serializable report: path,
-    sha256, format, header and columns used, rows read/kept, rows skipped by reason with their
-    first line numbers, label normalizations, label counts and warning sentences.
-    Raises ``DataError`` for a missing/empty/non-UTF-8 file, bad JSON, or unknown columns.
-    """
-    data, report, _ = _load(Path(path), text_col, label_col)
-    return data, report
+    return LabeledData(texts, labels, lines), report

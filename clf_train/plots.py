@@ -7,11 +7,15 @@ from pathlib import Path
 from typing import Any
 
 from clf_runtime.atomic import atomic_path
+from clf_runtime.contract import ACCURACY_PNG, LOSS_PNG
 
-__all__ = ["ACCURACY_PNG", "LOSS_PNG", "plot_history"]
+__all__ = ["plot_history"]
 
-LOSS_PNG = "loss.png"
-ACCURACY_PNG = "accuracy.png"
+# One figure per row: (file name, history key of the curve, y-axis label).
+_FIGURES = (
+    (LOSS_PNG, "loss", "cross-entropy loss"),
+    (ACCURACY_PNG, "accuracy", "accuracy"),
+)
 
 
 def _plot(path: Path, epochs: list[int], train: list[Any], val: list[Any], ylabel: str) -> None:
@@ -37,19 +41,10 @@ def _plot(path: Path, epochs: list[int], train: list[Any], val: list[Any], ylabe
 def plot_history(run_dir: Path, history: Sequence[dict[str, Any]]) -> list[Path]:
     """Write ``loss.png`` and ``accuracy.png`` into ``run_dir``; return their paths."""
     epochs = [int(h["epoch"]) for h in history]
-    out = [Path(run_dir) / LOSS_PNG, Path(run_dir) / ACCURACY_PNG]
-    _plot(
-        out[0],
-        epochs,
-        [h["train_loss"] for h in history],
-        [h["val_loss"] for h in history],
-        "cross-entropy loss",
-    )
-    _plot(
-        out[1],
-        epochs,
-        [h["train_accuracy"] for h in history],
-        [h["val_accuracy"] for h in history],
-        "accuracy",
-    )
+    out = []
+    for name, key, ylabel in _FIGURES:
+        path = Path(run_dir) / name
+        train = [h[f"train_{key}"] for h in history]
+        _plot(path, epochs, train, [h[f"val_{key}"] for h in history], ylabel)
+        out.append(path)
     return out

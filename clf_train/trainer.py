@@ -26,20 +26,20 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from clf_runtime.contract import CHECKPOINT_DIR
+
 from .batches import derive_seed, epoch_batches, eval_batches
 from .checkpoint import TrainState, save_checkpoint
+from .config import TrainConfig
+from .errors import TrainingError
 from .frozen_cache import FeatureStore, TopSpec, forward_top
 from .model import GPTClassifier
 
-__all__ = ["EVAL_BATCH", "LoopState", "TrainingError", "evaluate", "fit"]
+__all__ = ["EVAL_BATCH", "LoopState", "TrainingError", "evaluate", "fit", "label_targets"]
 
 logger = logging.getLogger(__name__)
 
 EVAL_BATCH = 64
-
-
-class TrainingError(RuntimeError):
-    """Training could not continue (non-finite loss or weights, inconsistent checkpoint)."""
 
 
 @dataclass
@@ -129,32 +129,30 @@ def fit(
     spec: TopSpec,
     stores: dict[str, FeatureStore],
     targets: dict[str, torch.Tensor],
+    config: TrainConfig,
     *,
     run_dir: Path,
-    epochs: int,
-    batch_size: int,
-    grad_accum: int,
-    lr: float,
-    weight_decay: float,
-    seed: int,
-    early_stopping: int | None,
-    checkpoint_every: int,
-    progress: bool,
     resume_from: TrainState | None = None,
     on_epoch: Callable[[dict[str, Any]], None] | None = None,
 ) -> tuple[LoopState, dict[str, torch.Tensor] | None]:
-    """Train until ``epochs`` or early stopping; return (final state, best trainable weights).
+    """Train until ``config.epochs`` or early stopping; return (final state, best weights).
 
-    Checkpoints to ``run_dir/checkpoint`` at every epoch end and every ``checkpoint_every``
-    optimizer steps. Raises :class:`TrainingError` on a non-finite loss or weights.
+    ``config`` must be resolved (:meth:`TrainConfig.resolved`: ``lr`` and ``epochs`` set); the
+    loop reads its batch size, gradient accumulation, AdamW settings, seed, early stopping,
+    checkpoint interval and progress switch. Checkpoints to ``run_dir/checkpoint/`` at every
+    epoch end and every ``checkpoint_every`` optimizer steps. Raises :class:`TrainingError` on
+    a non-finite loss or weights.
     """
     from tqdm.auto import tqdm
 
+    if config.lr is None or config.epochs is None:
+        raise ValueError("fit needs a resolved config (lr and epochs set): pass config.resolved()")
+    lr, epochs, seed = config.lr, config.epochs, config.seed
     params = list(_trainable(model).values())
-    # The fused kernel is ~6x faster than the per-tensor loop on CPU: it matters with
+    # The fused kernel is much faster than the per-tensor loop on CPU: it matters with
     # --trainable all, where the 50257 x C token embedding is updated every step.
     fused = all(p.device.type in ("cpu", "cuda") and p.dtype == torch.float32 for p in params)
-    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, fused=fused)
+    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=config.weight_decay, fused=fused)
     best: dict[str, torch.Tensor] | None = None
     st = LoopState()
     if resume_from is not None:
@@ -177,15 +175,16 @@ def fit(
     train_store, y_train = stores["train"], targets["train"]
     while not st.finished and st.epoch < epochs:
         epoch = st.epoch
-        batches = epoch_batches(train_store.lengths, batch_size, seed=seed, epoch=epoch)
-        groups = [batches[i : i + grad_accum] for i in range(0, len(batches), grad_accum)]
+        batches = epoch_batches(train_store.lengths, config.batch_size, seed=seed, epoch=epoch)
+        accum = config.grad_accum
+        groups = [batches[i : i + accum] for i in range(0, len(batches), accum)]
         started = time.perf_counter() - st.epoch_seconds
         model.train()
         bar = tqdm(
             total=len(groups),
             initial=st.step,
             desc=f"epoch {epoch + 1}/{epochs}",
-            disable=not progress,
+            disable=not config.progress,
             file=sys.stderr,
             leave=False,
             dynamic_ncols=True,
@@ -203,8 +202,9 @@ def fit(
                 if not torch.isfinite(loss):
                     raise TrainingError(
                         f"the training loss became {loss.item()} at epoch {epoch + 1}, step "
-                        f"{step + 1}; the last good checkpoint is kept in {run_dir}/checkpoint. "
-                        f"The learning rate {lr:g} is probably too high: rerun with a lower --lr"
+                        f"{step + 1}; the last good checkpoint is kept in "
+                        f"{run_dir / CHECKPOINT_DIR}. The learning rate {lr:g} is probably too "
+                        "high: rerun with a lower --lr"
                     )
                 # Each micro-batch's mean loss weighs equally within the optimizer step.
                 (loss / len(group)).backward()
@@ -215,7 +215,8 @@ def fit(
             st.step, st.global_step = step + 1, st.global_step + 1
             bar.update(1)
             bar.set_postfix(loss=f"{st.sum_loss / st.n_seen:.4f}")
-            if checkpoint_every and st.step % checkpoint_every == 0 and st.step < len(groups):
+            every = config.checkpoint_every
+            if every and st.step % every == 0 and st.step < len(groups):
                 st.epoch_seconds = time.perf_counter() - started
                 checkpoint(None, f"after epoch {epoch + 1}, step {st.step}")
         bar.close()
@@ -252,7 +253,7 @@ def fit(
             st.bad_epochs += 1
         st.epoch, st.step = epoch + 1, 0
         st.sum_loss, st.n_correct, st.n_seen, st.epoch_seconds = 0.0, 0, 0, 0.0
-        if early_stopping is not None and st.bad_epochs >= early_stopping:
+        if config.early_stopping is not None and st.bad_epochs >= config.early_stopping:
             st.finished = True
             st.stop_reason = f"early stopping: no lower validation loss for {st.bad_epochs} epochs"
         elif st.epoch >= epochs:

@@ -207,3 +207,19 @@ def test_bf16_frozen_cache_is_close_to_fp32() -> None:
         out[dtype] = forward_top(model, spec, *store["t"].batch(range(len(TEXTS))))
     diff = (out[torch.float32] - out[torch.bfloat16]).abs().max().item()
     assert 0 < diff < 0.02  # bf16 is really used, and stays close
+
+
+def test_fit_refuses_an_unresolved_config(tmp_path: Path) -> None:
+    from clf_train.trainer import fit
+
+    model = _tiny_model()
+    spec = apply_trainable(model, 1)
+    store = build_store(model, spec, {"train": [[1, 2]], "val": [[3]]}, device=torch.device("cpu"))
+    targets = {"train": torch.tensor([0]), "val": torch.tensor([1])}
+    unresolved = tiny_config(tmp_path, epochs=None)
+    assert unresolved.epochs is None and unresolved.lr is None
+    with pytest.raises(ValueError, match=r"resolved config .*config\.resolved\(\)"):
+        fit(model, spec, store, targets, unresolved, run_dir=tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+    state, _ = fit(model, spec, store, targets, unresolved.resolved(), run_dir=tmp_path / "run")
+    assert state.finished and len(state.history) == 5  # 5: the resolved default for --init random
