@@ -12,13 +12,23 @@ import argparse
 import importlib.util
 import sys
 from collections.abc import Sequence
+from dataclasses import fields
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .options import ExportOptions
+    from .report import ExportReport
 
 __all__ = ["build_parser", "main"]
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The argument parser (exposed for documentation and tests)."""
-    from .quantize import INT8_FORMATS
+    """The argument parser (exposed for documentation and tests).
+
+    Each option's destination is the name of its :class:`~clf_export.options.ExportOptions`
+    field, and its default that field's default.
+    """
+    from .options import INT8_FORMATS, ExportOptions
 
     p = argparse.ArgumentParser(
         prog="clf-export",
@@ -32,7 +42,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--labels", help="with --state-dict: label names in logit order, e.g. ham,spam")
     p.add_argument("--quantize", action="store_true", help="also write model.int8.onnx")
     p.add_argument("--fp16", action="store_true", help="also write model.fp16.onnx")
-    p.add_argument("--opset", type=int, default=None, help="ONNX opset (default 18)")
+    p.add_argument(
+        "--opset",
+        type=int,
+        default=ExportOptions.opset,
+        help=f"ONNX opset (default {ExportOptions.opset})",
+    )
     p.add_argument(
         "--max-length",
         type=int,
@@ -46,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--int8-format",
         choices=INT8_FORMATS,
-        default="auto",
+        default=ExportOptions.int8_format,
         help="int8 weights: auto = 8-bit (u8s8) with VNNI, else 7-bit (u8s8-reduce-range)",
     )
     p.add_argument(
@@ -60,8 +75,31 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _summary(report: object) -> str:
-    r = report.to_dict()  # type: ignore[attr-defined]
+def _options(args: argparse.Namespace) -> ExportOptions:
+    """The :class:`ExportOptions` of parsed arguments (fields without a flag keep defaults)."""
+    from .options import ExportOptions
+
+    return ExportOptions(
+        **{f.name: getattr(args, f.name) for f in fields(ExportOptions) if hasattr(args, f.name)}
+    )
+
+
+def _user_errors() -> tuple[type[Exception], ...]:
+    """What ``clf-export`` reports in one line with exit status 1, instead of a traceback:
+    the exporter's own errors, and clf_train's about run directories and pretrained weights.
+
+    Imported on call: clf_train loads torch, which ``main`` first checks is installed.
+    """
+    from clf_train.pretrained import PretrainedError
+    from clf_train.run_dir import RunDirError
+
+    from .errors import ExportError
+
+    return (ExportError, RunDirError, PretrainedError)
+
+
+def _summary(report: ExportReport) -> str:
+    r = report.to_dict()
     exporter = f"{r['exporter']['name']}, opset {r['exporter']['opset']}"
     lines = [f"exported to {r['out_dir']} ({exporter})"]
     for m in r["models"]:
@@ -112,32 +150,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.state_dict is not None and not args.labels:
         parser.error("--state-dict needs --labels (label names in logit order, e.g. ham,spam)")
 
-    from clf_train.pretrained import PretrainedError
-    from clf_train.run_dir import RunDirError
+    from .onnx_export import export_run, export_state_dict
 
-    from .errors import ExportError
-    from .onnx_export import DEFAULT_OPSET, export_run, export_state_dict
-
-    options = {
-        "quantize": args.quantize,
-        "fp16": args.fp16,
-        "opset": args.opset or DEFAULT_OPSET,
-        "max_length": args.max_length,
-        "eval_data": args.eval_data,
-        "int8_format": args.int8_format,
-        "quantize_embeddings": args.quantize_embeddings,
-        "overwrite": args.overwrite,
-        "threads": args.threads,
-    }
     try:
+        options = _options(args).validate()
         if args.state_dict is not None:
             labels = [x.strip() for x in args.labels.split(",") if x.strip()]
             report = export_state_dict(
-                args.state_dict, args.out, labels=labels, model=args.model, **options
+                args.state_dict, args.out, options, labels=labels, model=args.model
             )
         else:
-            report = export_run(args.run_dir, args.out, eval_split=args.eval_split, **options)
-    except (ExportError, RunDirError, PretrainedError) as e:
+            report = export_run(args.run_dir, args.out, options)
+    except _user_errors() as e:
         print(f"clf-export: error: {e}", file=sys.stderr)
         return 1
     print(_summary(report))

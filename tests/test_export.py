@@ -18,9 +18,9 @@ onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 
 from clf_export import ExportError, ParityError, export_model, export_run  # noqa: E402
-from clf_export.onnx_export import MODEL_FILES  # noqa: E402
 from clf_export.quantize import resolve_int8_format  # noqa: E402
 from clf_runtime._version import __version__  # noqa: E402
+from clf_runtime.contract import MODEL_FILES  # noqa: E402
 from clf_runtime.metadata import ModelMetadata  # noqa: E402
 from clf_runtime.tokenizer import encode_batch  # noqa: E402
 from clf_train.model import PRESETS, GPTClassifier, init_weights  # noqa: E402
@@ -384,9 +384,9 @@ def test_parity_failure_leaves_nothing(
     tmp_path: Path, run_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A weight perturbed between the torch model and the written graph: ParityError."""
-    import clf_export.onnx_export as ox
+    import clf_export.fp32 as fp32
 
-    fold = ox.fold_weight_transforms
+    fold = fp32.fold_weight_transforms
 
     def fold_and_perturb(proto: onnx.ModelProto) -> int:
         n = fold(proto)
@@ -396,7 +396,7 @@ def test_parity_failure_leaves_nothing(
                 t.CopyFrom(onnx.numpy_helper.from_array(w, t.name))
         return n
 
-    monkeypatch.setattr(ox, "fold_weight_transforms", fold_and_perturb)
+    monkeypatch.setattr(fp32, "fold_weight_transforms", fold_and_perturb)
     model, cfg = load_run(run_dir)
     out = tmp_path / "out"
     with pytest.raises(ParityError, match="disagrees with the torch model"):
