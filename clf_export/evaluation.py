@@ -99,8 +99,9 @@ def read_labelled_file(path: str | Path) -> EvalSet:
             else:
                 rows = (json.loads(line) for line in fh if line.strip())
             for row in rows:
-                texts.append(str(row["text"]))
-                labels.append(str(row["label"]))
+                text, label = str(row["text"]), str(row["label"])  # both, or the row is bad
+                texts.append(text)
+                labels.append(label)
     except (json.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError, csv.Error) as e:
         raise ExportError(
             f"{path} row {len(texts) + 1} is not a text/label row: {e!r}; expected JSONL "

@@ -138,8 +138,8 @@ def export_fp32(
 
     traced = staged.scratch / "trace"
     traced.mkdir()
-    _trace(model, traced / "model.onnx", opset=options.opset)
-    proto = onnx.load(str(traced / "model.onnx"))
+    _trace(model, traced / "traced.onnx", opset=options.opset)
+    proto = onnx.load(str(traced / "traced.onnx"))
     shutil.rmtree(traced)  # with the external data the exporter wrote beside it
     fold_weight_transforms(proto)
     # The exporter's value_info shape hints are optional, and onnx's file-based shape

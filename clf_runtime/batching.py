@@ -168,7 +168,8 @@ def batched_logits(
     and cut under both limits (:func:`plan_batches`), each batch right-padded with ``pad_id``
     (:func:`pad_batch`) and given to ``run(input_ids (B, T), lengths (B,)) -> (B, C)``, every
     result written back at its row's input position. ``run`` is e.g.
-    ``functools.partial(session.run_logits, session)`` or ``Classifier.run_logits``. Logits
+    ``functools.partial(clf_runtime.session.run_logits, sess)`` or a
+    :meth:`Classifier.run_logits <clf_runtime.Classifier.run_logits>`. Logits
     are returned as ``run`` gave them (non-finite values included: checking is the caller's
     job). No tokens give a (0, 0) array.
     """
