@@ -19,6 +19,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import onnxruntime as ort
+
 from clf_runtime.session import CPU, CUDA, QUIET, cuda_is_usable
 
 from .errors import ExportError
@@ -53,8 +55,6 @@ def convert_fp16(fp32_path: Path) -> Any:
 
 def _cuda_session(path: Path) -> tuple[Any | None, str]:
     """A session that really runs on CUDA, or (None, why not)."""
-    import onnxruntime as ort
-
     if CUDA not in ort.get_available_providers():
         return None, "this onnxruntime build has no CUDAExecutionProvider"
     if not cuda_is_usable():

@@ -46,14 +46,12 @@ EXPORTER_WHY = (
 _TRACE_BATCH, _TRACE_SEQUENCE = 2, 8  # mid-sized, so no probe shape equals the traced one
 
 
-@dataclass
+@dataclass(frozen=True)
 class Fp32Export:
     """The checked fp32 graph, and what the int8 and fp16 variants are built from."""
 
     path: Path
     """The staged ``model.onnx``."""
-    session: Any
-    """An onnxruntime CPU session on it."""
     parity: dict[str, Any]
     """The parity table vs torch (see :func:`~clf_export.parity.check_parity`)."""
     probes: ProbeLogits
@@ -128,11 +126,12 @@ def _trace(model: Any, path: Path, *, opset: int) -> None:
 
 def export_fp32(
     model: Any, staged: StagedModels, options: ExportOptions, *, max_length: int
-) -> Fp32Export:
+) -> tuple[Fp32Export, Any]:
     """Trace ``model`` (in eval mode), fold its weight transforms, fuse GELU, stage
     ``model.onnx`` and check it against the model on the probes (:class:`ParityError`).
 
-    With ``options.fp16`` the graph before the fusions is kept in ``staged.scratch``.
+    Returns the checked graph and an onnxruntime CPU session on it. With ``options.fp16`` the
+    graph before the fusions is kept in ``staged.scratch``.
     """
     import onnx
 
@@ -161,4 +160,4 @@ def export_fp32(
         parity_inputs(max_length, vocab_size=model.cfg.vocab_size, pad_token_id=END_OF_TEXT_ID),
     )
     parity = check_parity(probes, model, tolerance=options.parity_tolerance)
-    return Fp32Export(path, session, parity, probes, unfused)
+    return Fp32Export(path, parity, probes, unfused), session

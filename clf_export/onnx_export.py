@@ -112,18 +112,18 @@ def export_model(
     try:
         with staging_dir(out_dir, overwrite=opts.overwrite) as tmp:
             staged = StagedModels(tmp, metadata, threshold=opts.external_data_threshold)
-            fp32 = export_fp32(model, staged, opts, max_length=max_length)
-            sessions = {FP32: fp32.session}
+            sessions: dict[str, Any] = {}  # precision -> session; the only references to them
+            fp32, sessions[FP32] = export_fp32(model, staged, opts, max_length=max_length)
             int8_info = fp16_info = None
             if opts.quantize:
                 int8_info, sessions[INT8] = export_int8(staged, fp32, opts)
             if fp32.unfused is not None:  # kept exactly when opts.fp16
-                fp16_info, fp16_session = export_fp16(staged, fp32.unfused, fp32.probes, opts)
-                if fp16_session is not None:
-                    sessions[FP16] = fp16_session
+                fp16_info, sessions[FP16] = export_fp16(staged, fp32.unfused, fp32.probes, opts)
             staged.drop_scratch()
-            evaluation = evaluate_sessions(sessions, eval_tokens)
-            sessions.clear()
+            evaluation = evaluate_sessions(
+                {p: s for p, s in sessions.items() if s is not None}, eval_tokens
+            )
+            sessions.clear()  # frees the sessions' memory before the files are hashed and moved
             report = ExportReport(
                 out_dir=str(out_dir),
                 source=source,

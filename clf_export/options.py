@@ -101,6 +101,8 @@ class ExportOptions:
             p.append(f"--max-length must be a positive integer, got {self.max_length!r}")
         if self.eval_split is not None and self.eval_split not in SPLITS:
             p.append(f"--eval-split must be one of {', '.join(SPLITS)}, got {self.eval_split!r}")
+        if self.eval_data is not None and not isinstance(self.eval_data, (str, os.PathLike)):
+            p.append(f"--eval-data must be a file path, got {type(self.eval_data).__name__}")
         if self.eval_split is not None and self.eval_data is not None:
             p.append("--eval-split and --eval-data both name the evaluation data; pass one")
         if self.int8_format not in INT8_FORMATS:

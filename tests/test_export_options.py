@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from clf_export import ExportError, ExportOptions
@@ -49,6 +51,15 @@ def test_every_problem_at_once_naming_the_flag() -> None:
 def test_wrong_types_are_problems(field: str, value: object) -> None:
     (problem,) = ExportOptions(**{field: value}).problems()  # type: ignore[arg-type]
     assert problem.endswith(f"got {value!r}")
+
+
+def test_eval_data_is_a_path() -> None:
+    """Not the (texts, labels) pair that export_model once took: a file to read."""
+    texts_and_labels = (["hi"], ["ham"])
+    assert ExportOptions(eval_data=texts_and_labels).problems() == [  # type: ignore[arg-type]
+        "--eval-data must be a file path, got tuple"
+    ]
+    assert ExportOptions(eval_data=Path("held_out.jsonl")).problems() == []
 
 
 def test_zero_tolerance_and_threshold_are_allowed() -> None:
