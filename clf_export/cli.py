@@ -90,20 +90,6 @@ def _options(args: argparse.Namespace) -> ExportOptions:
     )
 
 
-def _user_errors() -> tuple[type[Exception], ...]:
-    """What ``clf-export`` reports in one line with exit status 1, instead of a traceback:
-    the exporter's own errors, and clf_train's about run directories and pretrained weights.
-
-    Imported on call: clf_train loads torch, which ``main`` first checks is installed.
-    """
-    from clf_train.pretrained import PretrainedError
-    from clf_train.run_dir import RunDirError
-
-    from .errors import ExportError
-
-    return (ExportError, RunDirError, PretrainedError)
-
-
 def _summary(report: ExportReport) -> str:
     from .options import FP32
 
@@ -157,6 +143,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.state_dict is not None and not args.labels:
         parser.error("--state-dict needs --labels (label names in logit order, e.g. ham,spam)")
 
+    from clf_train.errors import TrainError
+
+    from .errors import ExportError
     from .onnx_export import export_run, export_state_dict
 
     try:
@@ -168,7 +157,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
         else:
             report = export_run(args.run_dir, args.out, options)
-    except _user_errors() as e:
+    except (ExportError, TrainError) as e:  # the two error roots: one line, exit 1
         print(f"clf-export: error: {e}", file=sys.stderr)
         return 1
     print(_summary(report))

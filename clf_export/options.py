@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
 from typing import Any, Final
 
-from clf_runtime.contract import POOLINGS, PRECISIONS, SPLITS
+from clf_runtime.contract import FP16, FP32, INT8, POOL_LAST, SPLITS, TEST
 
 from .errors import ExportError
 
@@ -39,11 +39,9 @@ __all__ = [
     "resolve_options",
 ]
 
-# The contract's words, named once for the exporter (clf_runtime.contract lists them in order).
-FP32, INT8, FP16 = PRECISIONS
-LAST_POOLING: Final = POOLINGS[0]
+LAST_POOLING: Final = POOL_LAST
 """The pooling of a chapter-6 state dict: the hidden state of the last real token."""
-TEST_SPLIT: Final = SPLITS[-1]
+TEST_SPLIT: Final = TEST
 """The held-out split of a run: the default evaluation data."""
 
 DEFAULT_OPSET: Final = 18
