@@ -1,8 +1,9 @@
-"""Input validation, tokenization and length-bucketed batching (numpy only, no onnxruntime).
+"""Input validation and length-bucketed batching (numpy only, no onnxruntime).
 
-Pipeline of one chunk of texts: validate -> tokenize (head kept) -> sort by length (stable) ->
-cut batches under both a row limit and a token budget (rows x padded length) -> right-pad with
-the pad id -> run -> write each row's result back at its original index (unsort).
+Pipeline of one chunk of texts: validate -> tokenize (head kept, by
+:func:`clf_runtime.tokenizer.encode_batch`) -> sort by length (stable) -> cut batches under
+both a row limit and a token budget (rows x padded length) -> right-pad with the pad id -> run
+-> write each row's result back at its original index (unsort).
 
 Input is consumed in chunks (:data:`CHUNK_SIZE` texts) so that a generator of 100k texts never
 holds all token lists at once.
@@ -17,7 +18,6 @@ from dataclasses import dataclass
 import numpy as np
 
 from .errors import InvalidInputError
-from .tokenizer import encode_batch
 
 __all__ = [
     "CHUNK_SIZE",
@@ -28,7 +28,6 @@ __all__ = [
     "pad_batch",
     "plan_batches",
     "softmax",
-    "tokenize",
 ]
 
 CHUNK_SIZE = 4096
@@ -85,15 +84,6 @@ def iter_text_chunks(texts: Iterable[str], chunk_size: int = CHUNK_SIZE) -> Iter
         # np.str_ is a str subclass; plain str keeps tiktoken on its fast path.
         yield [str(t) if type(t) is not str else t for t in chunk]
         start += len(chunk)
-
-
-def tokenize(texts: list[str], max_length: int) -> list[list[int]]:
-    """Token ids of each text, at most ``max_length`` (head kept); ``""`` -> ``[50256]``.
-
-    Texts are cut to ``max_length * CHARS_PER_TOKEN_BOUND`` characters first (see
-    :mod:`clf_runtime.tokenizer`); NUL bytes and ``<|endoftext|>`` are ordinary text.
-    """
-    return encode_batch(texts, max_length=max_length)
 
 
 @dataclass(frozen=True)
