@@ -11,9 +11,10 @@ import onnxruntime as ort
 import pytest
 
 from clf_runtime import Classifier
-from clf_runtime.batching import batched_logits, softmax, tokenize
+from clf_runtime.batching import batched_logits, softmax
 from clf_runtime.errors import ModelLoadError
 from clf_runtime.session import CPU, QUIET, create_session, cuda_is_usable, run_logits
+from clf_runtime.tokenizer import encode_batch
 
 PAD = 50256
 
@@ -59,7 +60,7 @@ def test_batched_logits_on_a_session_match_the_classifier(tiny_export_dir: Path)
     session = create_session(path, providers=[CPU], threads=1)
     logits = batched_logits(
         functools.partial(run_logits, session),
-        tokenize(texts, clf.metadata.max_length),
+        encode_batch(texts, max_length=clf.metadata.max_length),
         pad_id=clf.metadata.pad_token_id,
         batch_size=4,
     )
