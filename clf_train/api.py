@@ -43,6 +43,7 @@ from .checkpoint import load_checkpoint, read_setup, remove_checkpoint, write_se
 from .config import TrainConfig, parse_trainable
 from .errors import ConfigError, TrainingError
 from .frozen_cache import CACHE_BUDGET_BYTES, apply_trainable, build_store
+from .lengths import token_length_report
 from .metrics import classification_metrics
 from .model import PRESETS, GPTClassifier, GPTConfig, init_weights
 from .plots import plot_history
@@ -201,28 +202,36 @@ def _prepare_new(config: TrainConfig) -> _Prepared:
         balance=cfg.balance,
         seed=cfg.seed,
     )
-    for w in data.warnings:
-        logger.warning("%s", w)
     model, source = _build_model(cfg, len(data.label_names))
     _check_trainable(cfg, model)
     max_length = _max_length(cfg, model.cfg)
+    splits = {name: getattr(data, name) for name in SPLITS}
+    tokens, token_warnings = token_length_report(
+        {name: part.texts for name, part in splits.items()},
+        max_length=max_length,
+        context_length=model.cfg.context_length,
+    )
+    data_report = {**data.report, "tokens": tokens}
+    data_warnings = [*data.warnings, *token_warnings]
+    warnings = [*data_warnings, *cfg.advice()]
+    for w in warnings:
+        logger.warning("%s", w)
 
     # Everything that can refuse has run: now the run directory may exist.
     if out.is_dir():
         _clear_run_files(out)
     out.mkdir(parents=True, exist_ok=True)
-    splits = {name: getattr(data, name) for name in SPLITS}
     for name, part in splits.items():
         write_split(out, name, part.texts, part.labels)
-    atomic_write_json(out / DATA_REPORT_FILE, {**data.report, "warnings": list(data.warnings)})
+    atomic_write_json(out / DATA_REPORT_FILE, {**data_report, "warnings": data_warnings})
     setup = {
         "config": cfg.to_dict(),
         "labels": list(data.label_names),
         "max_length": max_length,
         "init_source": source,
         "model_config": model.cfg.to_dict(),
-        "data_report": data.report,
-        "warnings": list(data.warnings),
+        "data_report": data_report,
+        "warnings": warnings,
     }
     write_setup(out, setup)
     texts = {name: (part.texts, part.labels) for name, part in splits.items()}
@@ -330,7 +339,7 @@ def _run(
     save_weights(run_dir / RUN_WEIGHTS_FILE, model, run_config=run_config)
     atomic_write_json(run_dir / METRICS_FILE, metrics)
     atomic_write_json(run_dir / HISTORY_FILE, history)
-    plot_history(run_dir, state.history)
+    plot_history(run_dir, state.history, best_epoch=state.best_epoch)
     run_config.write(run_dir)  # last: config.json + model.safetensors mark a finished run
     remove_checkpoint(run_dir)
     return TrainResult(

@@ -27,7 +27,9 @@ from .config import (
     PRESET_ARGS,
     PRETRAINED_EPOCHS,
     PRETRAINED_LR,
+    PRETRAINED_TRAINABLE,
     RANDOM_LR,
+    RANDOM_TRAINABLE,
     ConfigError,
     TrainConfig,
     one_of,
@@ -67,8 +69,9 @@ _HELP = {
     "--weights": "local pretrained weights (HF dir/safetensors or a torch state dict); their "
     "shape wins over --model",
     "--init": f"start from pretrained weights or a seeded random init (default {_DEFAULTS.init})",
-    "--trainable": f"head | last-block | last-N-blocks (e.g. last-2-blocks) | all (default "
-    f"{_DEFAULTS.trainable}). Training blocks also trains the final norm; the head always trains",
+    "--trainable": "head | last-block | last-N-blocks (e.g. last-2-blocks) | all (default "
+    f"{PRETRAINED_TRAINABLE}; {RANDOM_TRAINABLE} with --init random). Training blocks also trains "
+    "the final norm; the head always trains",
     "--pooling": f"last real token or mean (default {_DEFAULTS.pooling})",
     "--max-length": "tokens kept per text, from its start (default: min(256, context length))",
     "--dropout": f"dropout in the trainable blocks (default {_DEFAULTS.dropout})",

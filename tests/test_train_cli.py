@@ -46,13 +46,25 @@ def test_python_dash_m_runs() -> None:
 
 def test_defaults_and_init_dependent_values() -> None:
     cfg = parse("--data", "x.csv", "--out", "o")
-    assert (cfg.model, cfg.init, cfg.trainable, cfg.pooling) == (
-        "gpt2", "pretrained", "last-block", "last",
-    )  # fmt: skip
+    assert (cfg.model, cfg.init, cfg.trainable, cfg.pooling) == ("gpt2", "pretrained", None, "last")
     assert (cfg.batch_size, cfg.weight_decay, cfg.seed, cfg.dropout) == (8, 0.1, 123, 0.0)
-    assert cfg.resolved().lr == 5e-5 and cfg.resolved().epochs == 5
+    res = cfg.resolved()
+    assert (res.trainable, res.lr, res.epochs) == ("last-block", 5e-5, 5)
     rnd = parse("--data", "x.csv", "--out", "o", "--model", "gpt2-mini", "--init", "random")
-    assert rnd.resolved().lr == 5e-4 and rnd.resolved().epochs == 5
+    res = rnd.resolved()
+    assert (res.trainable, res.lr, res.epochs) == ("all", 5e-4, 5)  # the default follows --init
+    assert rnd.advice() == []
+    explicit = parse("--data", "x.csv", "--out", "o", "--trainable", "head", "--init", "random")
+    assert explicit.resolved().trainable == "head"  # an explicit flag always wins
+
+
+@pytest.mark.parametrize("trainable", ["head", "last-block", "last-2-blocks"])
+def test_random_init_with_a_frozen_part_is_advised_against(trainable: str) -> None:
+    cfg = parse("--data", "x.csv", "--out", "o", "--init", "random", "--trainable", trainable)
+    (tip,) = cfg.advice()
+    assert f"--init random with --trainable {trainable} keeps part of a randomly" in tip
+    assert "Pass --trainable all" in tip
+    assert parse("--data", "x.csv", "--out", "o", "--trainable", trainable).advice() == []
 
 
 def test_preset_fills_values_and_explicit_flags_win() -> None:
@@ -97,6 +109,8 @@ def test_cli_prints_epochs_warnings_and_summary(
     assert captured.out.count("epoch ") == 2
     assert "test: n=" in captured.out and "accuracy" in captured.out
     assert "WARNING:" in captured.err
+    assert "--init random with --trainable head" in captured.err  # the fix is named too
+    assert "Pass --trainable all" in captured.err
     assert (tmp_path / "run" / "metrics.json").is_file()
 
 
