@@ -32,7 +32,9 @@ __all__ = [
     "LaunchConfig",
     "LaunchOutcome",
     "RankExit",
+    "child_env",
     "dist_env",
+    "free_port",
     "launch",
     "resume_command",
 ]
@@ -180,9 +182,16 @@ def child_env(
         }
     )
     if "OMP_NUM_THREADS" not in env:
-        per = config.threads_per_process or max(1, (os.cpu_count() or 1) // config.devices)
+        per = config.threads_per_process or max(1, _usable_cpus() // config.devices)
         env["OMP_NUM_THREADS"] = str(per)
     return env
+
+
+def _usable_cpus() -> int:
+    """CPUs this process may run on (its affinity mask where the OS has one)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
 
 
 def _first_failure(failures: list[RankExit]) -> RankExit:

@@ -50,6 +50,7 @@ __all__ = [
     "evaluate",
     "fit",
     "label_targets",
+    "step_gradients",
 ]
 
 logger = logging.getLogger(__name__)
@@ -203,6 +204,27 @@ def _backward_step(
     return loss_sum, correct
 
 
+def step_gradients(
+    top: ReplicatedTop,
+    store: FeatureStore,
+    targets: torch.Tensor,
+    group: list[list[int]],
+    *,
+    world: World,
+    where: str,
+) -> tuple[float, int]:
+    """The gradients of one optimizer step, in ``.grad``, on every rank; returns the step's
+    (sum of losses, number correct) over all its texts and ranks.
+
+    ``group``: the step's global micro-batches. Each rank runs its own texts; DDP sums the
+    gradients; the counters are summed too. ``where`` names the step in error messages.
+    """
+    with world.collective(f"the gradient all-reduce at {where}"):
+        loss_sum, correct = _backward_step(top, store, targets, group)
+    loss_sum, n_correct = world.sum_floats([loss_sum, correct], f"the loss sum at {where}")
+    return loss_sum, round(n_correct)
+
+
 def fit(
     model: GPTClassifier,
     spec: TopSpec,
@@ -285,10 +307,10 @@ def fit(
             torch.manual_seed(world.dropout_seed(seed, epoch, step))
             optimizer.zero_grad(set_to_none=True)
             where = f"epoch {epoch + 1}, step {step + 1}"
-            with world.collective(f"the gradient all-reduce at {where}"):
-                loss_sum, correct = _backward_step(top, train_store, y_train, groups[step])
+            loss_sum, correct = step_gradients(
+                top, train_store, y_train, groups[step], world=world, where=where
+            )
             n_step = sum(len(idx) for idx in groups[step])
-            loss_sum, correct = world.sum_floats([loss_sum, correct], f"the loss sum at {where}")
             # Checked on the global sum, before the update: every rank stops together.
             if not math.isfinite(loss_sum):
                 raise TrainingError(
@@ -297,7 +319,7 @@ def fit(
                     f"{lr:g} is probably too high: rerun with a lower --lr"
                 )
             st.sum_loss += loss_sum
-            st.n_correct += round(correct)
+            st.n_correct += correct
             st.n_seen += n_step
             optimizer.step()
             st.step, st.global_step = step + 1, st.global_step + 1
