@@ -87,7 +87,7 @@ _HELP = {
     "random)",
     "--weight-decay": f"AdamW weight decay (default {_DEFAULTS.weight_decay})",
     "--epochs": f"epochs (default {PRETRAINED_EPOCHS})",
-    "--batch-size": f"texts per batch (default {_DEFAULTS.batch_size})",
+    "--batch-size": f"texts per batch, all processes together (default {_DEFAULTS.batch_size})",
     "--grad-accum": f"batches per optimizer step (default {_DEFAULTS.grad_accum})",
     "--seed": f"seed of split, init, batch order, dropout (default {_DEFAULTS.seed})",
     "--early-stopping": "stop after N epochs without a lower validation loss (default: off)",
@@ -166,6 +166,7 @@ examples:
   clf-train --preset sms-demo --out runs/demo
   clf-train --data sms.csv --text-col message --label-col category --model gpt2 --out runs/a
   clf-train --resume runs/a
+  torchrun --nproc-per-node 2 -m clf_train --data sms.csv --device cuda --out runs/b
 """
 
 

@@ -10,8 +10,9 @@ exactly the run a single process would, split across the ranks:
 * **Fixed owners.** Text ``i`` belongs to rank ``position of i in the length-sorted order mod
   world size`` (:func:`text_owners`), for the whole run. Neighbours in length go to different
   ranks, so each rank gets the same token mix, and a length-bucketed batch splits about
-  evenly. Each rank caches the frozen prefix of its own texts only (memory and caching time
-  divided by the world size) and evaluates only them.
+  evenly (up to ties: equal-length texts are shuffled anew each epoch). Each rank caches the
+  frozen prefix of its own texts only (memory and caching time divided by the world size)
+  and evaluates only them.
 * **Global-mean loss.** At each optimizer step each rank runs forward/backward on the members
   of the step's micro-batches it owns, with loss ``sum(CE of its texts) / N`` where ``N`` is
   the number of texts in the whole step (all micro-batches of ``--grad-accum``, all ranks).
@@ -257,7 +258,7 @@ def init_world(device: torch.device, *, timeout_s: float = DEFAULT_TIMEOUT_S) ->
                 f"{dist.get_world_size()}, but RANK/WORLD_SIZE say {env.rank} of "
                 f"{env.world_size}"
             )
-        return world
+        return replace(world, backend=str(dist.get_backend()))
     missing = [v for v in (ENV_MASTER_ADDR, ENV_MASTER_PORT) if not os.environ.get(v)]
     if missing:
         raise ConfigError(
