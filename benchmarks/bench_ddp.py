@@ -28,7 +28,6 @@ import os
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -54,7 +53,9 @@ def sms_train(limit: int | None) -> tuple[list[str], list[int]]:
     return texts[:n], labels[:n]
 
 
-def balance(lengths: Sequence[int], batch: int, world: int, epochs: int = 3) -> dict[str, Any]:
+def balance(
+    lengths: Sequence[int], batch: int, world: int, *, epochs: int = 3, seed: int = 123
+) -> dict[str, Any]:
     """How evenly the fixed owners split the epochs' global batches across ``world`` ranks."""
     from clf_train.batches import epoch_batches
     from clf_train.distributed import text_owners
@@ -62,7 +63,7 @@ def balance(lengths: Sequence[int], batch: int, world: int, epochs: int = 3) -> 
     owners = text_owners(lengths, world)
     ratios, empty = [], 0
     for epoch in range(epochs):
-        for idx in epoch_batches(lengths, batch, seed=123, epoch=epoch):
+        for idx in epoch_batches(lengths, batch, seed=seed, epoch=epoch):
             work = []
             for r in range(world):
                 mine = [lengths[i] for i in idx if owners[i] == r]
@@ -98,7 +99,7 @@ def worker(args: argparse.Namespace) -> None:
     world = init_world(torch.device(args.device), timeout_s=600)
     cfg = PRESETS[args.preset]
     model = GPTClassifier(cfg, 2)
-    init_weights(model, seed=123, n_layer=cfg.n_layer)
+    init_weights(model, seed=args.seed, n_layer=cfg.n_layer)
     spec = apply_trainable(model, parse_trainable(args.trainable))
     model.to(world.device)
     texts, labels = sms_train(args.texts)
@@ -120,7 +121,7 @@ def worker(args: argparse.Namespace) -> None:
 
     steps: dict[str, Any] = {}
     for batch in args.batch:
-        groups = [[b] for b in epoch_batches(lengths, batch, seed=123, epoch=0)]
+        groups = [[b] for b in epoch_batches(lengths, batch, seed=args.seed, epoch=0)]
         times = []
         for i in range(args.warmup + args.steps):
             group = groups[i % len(groups)]
@@ -181,6 +182,7 @@ def run_config(procs: int, threads: int, args: argparse.Namespace, work: Path) -
         sys.executable, __file__, "--worker", "--result", str(result),
         "--preset", args.preset, "--trainable", args.trainable, "--device", args.device,
         "--texts", str(args.texts), "--steps", str(args.steps), "--warmup", str(args.warmup),
+        "--seed", str(args.seed),
         "--threads", str(threads), "--batch", ",".join(map(str, args.batch)),
     ]  # fmt: skip
     launch = LaunchConfig(devices=procs, threads_per_process=threads)
@@ -204,7 +206,14 @@ def run_config(procs: int, threads: int, args: argparse.Namespace, work: Path) -
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = common.arg_parser(
+        __doc__,
+        "ddp[_smoke]",
+        preset_help="model shape, random init (gpt2 = GPT-2 small)",
+        work_dir_help="keep the workers' result files here (default: temp)",
+        seed_default=123,
+        seed_help="seed of the random init and of the batch order",
+    )
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--result", help=argparse.SUPPRESS)
     ap.add_argument("--threads", type=int, default=1, help=argparse.SUPPRESS)
@@ -214,47 +223,31 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="PxT,...: P processes with T threads each (default CPU 1x2,1x1,2x1; cuda 1x1,2x1)",
     )
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    ap.add_argument("--preset", default="gpt2", help="model shape (gpt2 = GPT-2 small)")
     ap.add_argument("--trainable", default="last-block", help="as clf-train --trainable")
-    ap.add_argument("--batch", default="8,32", help="global batch sizes, comma-separated")
+    ap.add_argument(
+        "--batch", type=common.int_list, default=[8, 32], help="global batch sizes, e.g. 8,32"
+    )
     ap.add_argument("--texts", type=int, default=256, help="SMS training texts to cache")
     ap.add_argument("--steps", type=int, default=20, help="timed steps per batch size")
     ap.add_argument("--warmup", type=int, default=3)
-    ap.add_argument("--work-dir", type=Path, default=None)
-    ap.add_argument("--out", type=Path, default=common.RESULTS_DIR, help="results directory")
-    ap.add_argument("--name", default=None, help="result file stem (default: ddp[_smoke])")
     args = ap.parse_args(argv)
-    args.batch = [int(b) for b in str(args.batch).split(",")]
     if args.runs is None:
         args.runs = "1x1,2x1" if args.device == "cuda" else "1x2,1x1,2x1"
     return args
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
-    if args.worker:
-        worker(args)
-        return 0
+def measure(args: argparse.Namespace, work: Path) -> tuple[str, dict[str, Any]]:
+    """Every configuration of ``--runs``, and the owner balance; (default name, payload)."""
+    from clf_runtime.tokenizer import encode_batch
+
     runs = [tuple(int(x) for x in r.split("x")) for r in args.runs.split(",")]
     smoke = args.preset != "gpt2" or args.steps < 10
-    tmp = None
-    work = args.work_dir
-    if work is None:
-        tmp = tempfile.TemporaryDirectory(prefix="bench_ddp_")
-        work = Path(tmp.name)
-    work.mkdir(parents=True, exist_ok=True)
-    try:
-        from clf_runtime.tokenizer import encode_batch
+    texts, _ = sms_train(None)
+    all_lengths = [len(x) for x in encode_batch(texts, max_length=256)]
+    balances = [balance(all_lengths, b, w, seed=args.seed) for b in (8, 32, 256) for w in (2, 4, 8)]
+    results = [run_config(p, t, args, work) for p, t in runs]
 
-        texts, _ = sms_train(None)
-        all_lengths = [len(x) for x in encode_batch(texts, max_length=256)]
-        balances = [balance(all_lengths, b, w) for b in (8, 32, 256) for w in (2, 4, 8)]
-        results = [run_config(p, t, args, work) for p, t in runs]
-    finally:
-        if tmp is not None:
-            tmp.cleanup()
-
-    base = {str(b): None for b in args.batch}
+    base: dict[str, float | None] = {str(b): None for b in args.batch}
     for r in results:  # the 1-process run on the same cores is the reference
         if r["procs"] == 1 and r["threads_per_proc"] == max(t for _, t in runs):
             base = {b: s["p50_ms"] for b, s in r["steps"].items()}
@@ -296,14 +289,20 @@ def main(argv: Sequence[str] | None = None) -> int:
             texts=args.texts,
             steps=args.steps,
             warmup=args.warmup,
+            seed=args.seed,
         ),
         "results": results,
         "balance": balances,
     }
-    name = args.name or ("ddp_smoke" if smoke else "ddp")
-    path = common.write_result(name, payload, out_dir=args.out)
-    print(f"\nwrote {path}")
-    return 0
+    return ("ddp_smoke" if smoke else "ddp"), payload
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.worker:
+        worker(args)
+        return 0
+    return common.run_program(args, measure, prefix="bench_ddp_")
 
 
 if __name__ == "__main__":

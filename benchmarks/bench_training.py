@@ -34,7 +34,6 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -47,18 +46,7 @@ LABEL_IDS = {"ham": 0, "spam": 1}  # the book's mapping; also our sorted label o
 
 def ch04_config(preset: str) -> dict[str, Any]:
     """The book's GPT config dict for one of our presets (GPT_CONFIG_124M for "gpt2")."""
-    from clf_train.model import PRESETS
-
-    p = PRESETS[preset]
-    return {
-        "vocab_size": p.vocab_size,
-        "context_length": p.context_length,
-        "emb_dim": p.d_model,
-        "n_heads": p.n_head,
-        "n_layers": p.n_layer,
-        "drop_rate": 0.0,
-        "qkv_bias": True,
-    }
+    return {**common.preset_config(preset, "ch04"), "drop_rate": 0.0}
 
 
 def make_init_weights(path: Path, preset: str, seed: int) -> None:
@@ -254,141 +242,115 @@ def run_reference(work: Path, init: Path, args: argparse.Namespace) -> dict[str,
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = common.arg_parser(
+        __doc__,
+        "training[_smoke]",
+        preset_help="architecture of the shared random init (gpt2 = GPT-2 small)",
+        work_dir_help="keep runs here (default: temp)",
+        seed_default=123,
+        seed_help="split seed and our training seed",
+    )
     ap.add_argument("--epochs", type=int, default=5, help="epochs of our trainer")
     ap.add_argument(
         "--ref-epochs", type=int, default=None, help="epochs of the reference (default: --epochs)"
     )
-    ap.add_argument(
-        "--limit",
-        type=int,
-        default=None,
-        help="smoke test: first N train texts, N/4 (>= 8) val/test texts",
-    )
+    ap.add_argument("--limit", type=int, help="smoke test: N train texts, N/4 (>= 8) val/test")
     ap.add_argument("--skip-reference", action="store_true", help="only run our trainer")
     ap.add_argument("--no-bf16", action="store_true", help="skip the --frozen-dtype bf16 run")
-    ap.add_argument(
-        "--preset",
-        default="gpt2",
-        choices=["gpt2", "gpt2-mini", "gpt2-tiny"],
-        help="architecture of the shared random init (gpt2 = GPT-2 small)",
-    )
     ap.add_argument("--init-seed", type=int, default=123, help="seed of the shared random init")
-    ap.add_argument("--seed", type=int, default=123, help="split seed and our training seed")
-    ap.add_argument(
-        "--threads",
-        type=int,
-        default=None,
-        help="torch threads for both sides (default: torch's choice)",
-    )
-    ap.add_argument("--work-dir", type=Path, default=None, help="keep runs here (default: temp)")
-    ap.add_argument("--out", type=Path, default=common.RESULTS_DIR, help="results directory")
-    ap.add_argument("--name", default=None, help="result file stem (default: training[_smoke])")
+    ap.add_argument("--threads", type=int, help="torch threads of both sides (default: torch's)")
     args = ap.parse_args(argv)
     if args.ref_epochs is None:
         args.ref_epochs = args.epochs
     return args
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
+def measure(args: argparse.Namespace, work: Path) -> tuple[str, dict[str, Any]]:
+    """Ours (fp32, bf16) and the reference on one split; (default result name, payload)."""
     smoke = args.limit is not None or args.epochs < 5 or args.preset != "gpt2"
-    tmp = None
-    work = args.work_dir
-    if work is None:
-        tmp = tempfile.TemporaryDirectory(prefix="bench_training_")
-        work = Path(tmp.name)
-    work.mkdir(parents=True, exist_ok=True)
-    try:
-        sizes = make_split(work, args.limit, args.seed)
-        init = work / "init.pth"
-        make_init_weights(init, args.preset, args.init_seed)
-        print(f"split sizes {sizes}; init weights {init}")
-        results: dict[str, Any] = {"ours_fp32": run_ours(work, init, args, "fp32")}
-        if not args.no_bf16:
-            try:
-                results["ours_bf16"] = run_ours(work, init, args, "bf16")
-            except RuntimeError as e:  # bf16 may be unsupported on this CPU/torch build
-                results["ours_bf16"] = {"error": str(e)[-2000:]}
-        if not args.skip_reference:
-            print(f"reference: chapter-6 recipe, {args.ref_epochs} epochs ...")
-            results["reference"] = run_reference(work, init, args)
+    sizes = make_split(work, args.limit, args.seed)
+    init = work / "init.pth"
+    make_init_weights(init, args.preset, args.init_seed)
+    print(f"split sizes {sizes}; init weights {init}")
+    results: dict[str, Any] = {"ours_fp32": run_ours(work, init, args, "fp32")}
+    if not args.no_bf16:
+        try:
+            results["ours_bf16"] = run_ours(work, init, args, "bf16")
+        except RuntimeError as e:  # bf16 may be unsupported on this CPU/torch build
+            results["ours_bf16"] = {"error": str(e)[-2000:]}
+    if not args.skip_reference:
+        print(f"reference: chapter-6 recipe, {args.ref_epochs} epochs ...")
+        results["reference"] = run_reference(work, init, args)
 
-        ref = results.get("reference", {})
-        ratios = {}
-        for key in ("ours_fp32", "ours_bf16"):
-            ours = results.get(key, {})
-            if "wall_seconds" in ours and ref:
-                # Per epoch, so that --epochs and --ref-epochs may differ in smoke runs.
-                ratios[f"reference train s/epoch / {key} wall s/epoch"] = common.ratio(
-                    ref["seconds_per_epoch"], ours["wall_seconds"] / args.epochs
-                )
-                ratios[f"reference train s/epoch / {key} epoch s"] = common.ratio(
-                    ref["seconds_per_epoch"], ours["sum_epoch_seconds"] / args.epochs
-                )
-        rows = []
-        for key, r in results.items():
-            if "error" in r:
-                rows.append({"run": key, "test_accuracy": "failed"})
-                continue
-            if key == "reference":
-                rows.append(
-                    {
-                        "run": key,
-                        "epochs": args.ref_epochs,
-                        "s_per_epoch": r["seconds_per_epoch"],
-                        "total_s": r["train_seconds"],
-                        "test_accuracy": r["test_accuracy"],
-                    }
-                )
-            else:
-                rows.append(
-                    {
-                        "run": key,
-                        "epochs": args.epochs,
-                        "s_per_epoch": round(r["sum_epoch_seconds"] / args.epochs, 2),
-                        "total_s": r["wall_seconds"],
-                        "test_accuracy": r["test_accuracy"],
-                    }
-                )
-        common.print_table(
-            rows,
-            ["run", "epochs", "s_per_epoch", "total_s", "test_accuracy"],
-            title="training (ours total_s = whole clf-train process; reference "
-            "total_s = train_classifier_simple)",
-        )
-        common.print_table(
-            [{"ratio": k, "value": v} for k, v in ratios.items()],
-            ["ratio", "value"],
-            title="speedup (within this run)",
-        )
-        payload = {
-            "benchmark": "training",
-            "smoke": smoke,
-            "environment": common.environment(
-                preset=args.preset,
-                epochs=args.epochs,
-                ref_epochs=args.ref_epochs,
-                limit=args.limit,
-                threads=args.threads,
-                init_seed=args.init_seed,
-                seed=args.seed,
-                batch_size=8,
-                lr=5e-5,
-                weight_decay=0.1,
-                trainable="last block + final norm + head",
-            ),
-            "split_sizes": sizes,
-            "results": results,
-            "speedup": ratios,
-        }
-        name = args.name or ("training_smoke" if smoke else "training")
-        path = common.write_result(name, payload, out_dir=args.out)
-        print(f"\nwrote {path}")
-    finally:
-        if tmp is not None:
-            tmp.cleanup()
-    return 0
+    ref = results.get("reference", {})
+    ratios = {}
+    for key in ("ours_fp32", "ours_bf16"):
+        ours = results.get(key, {})
+        if "wall_seconds" in ours and ref:
+            # Per epoch, so that --epochs and --ref-epochs may differ in smoke runs.
+            ratios[f"reference train s/epoch / {key} wall s/epoch"] = common.ratio(
+                ref["seconds_per_epoch"], ours["wall_seconds"] / args.epochs
+            )
+            ratios[f"reference train s/epoch / {key} epoch s"] = common.ratio(
+                ref["seconds_per_epoch"], ours["sum_epoch_seconds"] / args.epochs
+            )
+    rows = []
+    for key, r in results.items():
+        if "error" in r:
+            rows.append({"run": key, "test_accuracy": "failed"})
+            continue
+        if key == "reference":
+            rows.append(
+                {
+                    "run": key,
+                    "epochs": args.ref_epochs,
+                    "s_per_epoch": r["seconds_per_epoch"],
+                    "total_s": r["train_seconds"],
+                    "test_accuracy": r["test_accuracy"],
+                }
+            )
+        else:
+            rows.append(
+                {
+                    "run": key,
+                    "epochs": args.epochs,
+                    "s_per_epoch": round(r["sum_epoch_seconds"] / args.epochs, 2),
+                    "total_s": r["wall_seconds"],
+                    "test_accuracy": r["test_accuracy"],
+                }
+            )
+    common.print_table(
+        rows,
+        ["run", "epochs", "s_per_epoch", "total_s", "test_accuracy"],
+        title="training (ours total_s = whole clf-train process; reference "
+        "total_s = train_classifier_simple)",
+    )
+    common.print_values(ratios, "ratio", title="speedup (within this run)")
+    payload = {
+        "benchmark": "training",
+        "smoke": smoke,
+        "environment": common.environment(
+            preset=args.preset,
+            epochs=args.epochs,
+            ref_epochs=args.ref_epochs,
+            limit=args.limit,
+            threads=args.threads,
+            init_seed=args.init_seed,
+            seed=args.seed,
+            batch_size=8,
+            lr=5e-5,
+            weight_decay=0.1,
+            trainable="last block + final norm + head",
+        ),
+        "split_sizes": sizes,
+        "results": results,
+        "speedup": ratios,
+    }
+    return ("training_smoke" if smoke else "training"), payload
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return common.run_program(parse_args(argv), measure, prefix="bench_training_")
 
 
 if __name__ == "__main__":

@@ -1,37 +1,34 @@
 """int8 quantization of an exported fp32 graph, for onnxruntime on CPU.
 
-Before anything, :func:`fold_weight_transforms` turns weight-only Split / Transpose nodes into
-plain initializers (applied to the fp32 graph too), since the quantizer only touches MatMuls
-whose weight is an initializer. Then :func:`clf_export.rowwise_int8.quantize_rowwise_int8`
-rewrites every MatMul with a constant weight as a u8 x s8 integer GEMM with one activation
-scale per row (token) and one weight scale per output channel, and stores the embedding
-tables as int8 with one scale per row. Per-row activation scales keep the pooling contract:
-a text's int8 logits do not depend on its batch mates or its padding, which onnxruntime's
-``quantize_dynamic`` (one scale per tensor) breaks. The classification head stays fp32: it
-is tiny, and it is where rounding would flip a decision.
+The fp32 graph's weight-only Split / Transpose nodes are already folded into plain weights
+(:func:`clf_export.fusions.fold_weight_transforms`), so every weight MatMul reads an
+initializer. :func:`clf_export.rowwise_int8.quantize_rowwise_int8` rewrites each one as a
+u8 x s8 integer GEMM with one activation scale per row (token) and one weight scale per
+output channel, and stores the embedding tables as int8 with one scale per row. Per-row
+activation scales keep the pooling contract: a text's int8 logits do not depend on its batch
+mates or its padding, which onnxruntime's ``quantize_dynamic`` (one scale per tensor) breaks.
+The classification head stays fp32: it is tiny, and it is where rounding would flip a
+decision. :func:`export_int8` stages ``model.int8.onnx`` and compares it with the fp32 graph
+on the parity probes.
 """
 
 from __future__ import annotations
 
-import math
 import platform
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
+from clf_runtime.contract import LOGITS
 
 from .errors import ExportError
+from .options import INT8, INT8_FORMATS, ExportOptions
+from .parity import make_session
 
-__all__ = [
-    "INT8_FORMATS",
-    "cpu_has_vnni",
-    "fold_weight_transforms",
-    "quantize_int8",
-    "resolve_int8_format",
-]
+if TYPE_CHECKING:
+    from .fp32 import Fp32Export
+    from .staging import StagedModels
 
-INT8_FORMATS = ("auto", "u8s8", "u8s8-reduce-range")
-"""``--int8-format`` choices: uint8 activations (zero point 128) x int8 weights, 8 or 7 bits."""
+__all__ = ["cpu_has_vnni", "export_int8", "quantize_int8", "resolve_int8_format"]
 
 _WHY = {
     "u8s8": (
@@ -79,54 +76,10 @@ def resolve_int8_format(int8_format: str, *, vnni: bool | None = None) -> tuple[
     return "u8s8-reduce-range", _WHY["u8s8-reduce-range"] + " (auto: this x86 CPU has no VNNI)"
 
 
-def fold_weight_transforms(model: Any) -> int:
-    """Replace Split / Transpose nodes whose inputs are all initializers by their results.
-
-    The exporter can leave weight-only transforms (a transposed or split weight) as nodes that
-    run on every call; folded, they become plain weights that the int8 quantizer sees (it only
-    quantizes MatMuls whose weight is an initializer). Works in memory at any size.
-    """
-    from onnx import helper, numpy_helper
-
-    from .fusions import drop_unused_initializers
-
-    graph = model.graph
-    inits = {t.name: t for t in graph.initializer}
-    folded = 0
-    for node in list(graph.node):
-        if node.op_type not in ("Split", "Transpose"):
-            continue
-        names = [i for i in node.input if i]
-        if not names or not all(i in inits for i in names):
-            continue
-        x = numpy_helper.to_array(inits[node.input[0]])
-        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
-        if node.op_type == "Transpose":
-            outs = [np.transpose(x, attrs.get("perm"))]
-        else:
-            axis = int(attrs.get("axis", 0))
-            if len(node.input) > 1 and node.input[1]:
-                sizes = [int(s) for s in numpy_helper.to_array(inits[node.input[1]])]
-            else:  # opset 18 equal split: ceil-sized chunks, the last one smaller
-                n = int(attrs.get("num_outputs", len(node.output)))
-                chunk = math.ceil(x.shape[axis] / n)
-                sizes = [chunk] * (n - 1) + [x.shape[axis] - chunk * (n - 1)]
-            outs = np.split(x, np.cumsum(sizes)[:-1], axis=axis)
-        graph.node.remove(node)
-        for name, arr in zip(node.output, outs, strict=True):
-            if name:
-                tensor = numpy_helper.from_array(np.ascontiguousarray(arr), name)
-                graph.initializer.append(tensor)
-                inits[name] = tensor
-        folded += 1
-    drop_unused_initializers(model)
-    return folded
-
-
 def _head_nodes(graph: Any) -> list[str]:
     """Names of the nodes that compute ``logits`` from the pooled (B, C) state (the head)."""
     producers = {o: n for n in graph.node for o in n.output}
-    node = producers.get("logits")
+    node = producers.get(LOGITS)
     names = []
     # Walk back over Add/Gemm/MatMul/Identity: the head is Gemm, or MatMul + Add.
     while node is not None and node.op_type in ("Gemm", "MatMul", "Add", "Identity"):
@@ -181,3 +134,26 @@ def quantize_int8(
         "embedding_tables_int8": stats.gathers_quantized,
     }
     return model, info
+
+
+def export_int8(
+    staged: StagedModels, fp32: Fp32Export, options: ExportOptions
+) -> tuple[dict[str, Any], Any]:
+    """Quantize the checked fp32 graph, stage ``model.int8.onnx``, compare it with fp32 on the
+    probes; return its report entry and a CPU session on it.
+
+    Raises :class:`ExportError` when the int8 graph answers a non-finite logit.
+    """
+    proto, info = quantize_int8(
+        fp32.path,
+        int8_format=options.int8_format,
+        quantize_embeddings=options.quantize_embeddings,
+    )
+    path = staged.write(proto, INT8)
+    del proto
+    session = make_session(path, threads=options.threads)
+    vs_fp32 = fp32.probes.compare(session)
+    if vs_fp32 is None:
+        raise ExportError("the int8 graph produced non-finite logits on the probes")
+    info["vs_fp32_on_probes"] = vs_fp32
+    return info, session

@@ -2,13 +2,12 @@
 
 Why not ``onnxruntime.quantization.quantize_dynamic``? Its ``DynamicQuantizeLinear`` picks ONE
 activation scale for the whole ``[batch, sequence, features]`` tensor, padding included, so a
-text's probabilities move with its batch mates (measured: up to 2e-3 on a tiny model, 1.9e-2 in
-logits on GPT-2 small). That breaks the pooling contract. Here every activation row (one token)
-gets its own scale, computed from that row alone, so a text's logits do not depend on its batch
-mates or its padding -- and the matrix product still runs on onnxruntime's u8 x s8 integer GEMM
-(``com.microsoft.MatMulIntegerToFloat``, the kernel behind its own dynamic quantization), the
-format its docs recommend for VNNI and AVX2 CPUs alike. Measured on GPT-2 small, one batch
-of 32 x 64 tokens, 2 threads: 363 ms, vs 1,121 ms in fp32 and 375 ms for ``quantize_dynamic``.
+text's probabilities move with its batch mates. That breaks the pooling contract. Here every
+activation row (one token) gets its own scale, computed from that row alone, so a text's logits
+do not depend on its batch mates or its padding -- and the matrix product still runs on
+onnxruntime's u8 x s8 integer GEMM (``com.microsoft.MatMulIntegerToFloat``, the kernel behind
+its own dynamic quantization), the format its docs recommend for VNNI and AVX2 CPUs alike, so
+it keeps most of int8's speed-up over fp32 (what the per-row scales cost: README, Benchmarks).
 
 Per weight MatMul (``y = x @ W``, W constant ``(K, N)``)::
 

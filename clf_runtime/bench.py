@@ -164,10 +164,10 @@ def _fixed_rows(
 
 
 def _text_rows(clf: Classifier, config: BenchConfig, base: dict[str, Any]) -> list[dict[str, Any]]:
-    from .batching import tokenize
+    from .tokenizer import encode_batch
 
     texts = list(config.texts or ())
-    tokens = sum(len(t) for t in tokenize(texts, clf.metadata.max_length))
+    tokens = sum(len(t) for t in encode_batch(texts, max_length=clf.metadata.max_length))
     rows = []
     for batch in config.batch_sizes:
         ms = _time_calls(

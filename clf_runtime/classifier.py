@@ -22,12 +22,12 @@ from .batching import (
     pad_batch,
     plan_batches,
     softmax,
-    tokenize,
 )
 from .contract import INPUT_IDS, LENGTHS, LOGITS
 from .errors import ClassifierError
 from .metadata import ModelMetadata
 from .session import CUDA, open_session
+from .tokenizer import encode_batch
 
 __all__ = ["Classifier", "Prediction", "run_with_io_binding"]
 
@@ -148,7 +148,7 @@ class Classifier:
         return self._session.run([LOGITS], {INPUT_IDS: input_ids, LENGTHS: lengths})[0]
 
     def _proba_chunk(self, texts: list[str], batch_size: int, max_batch_tokens: int) -> np.ndarray:
-        tokens = tokenize(texts, self._metadata.max_length)
+        tokens = encode_batch(texts, max_length=self._metadata.max_length)
         lengths = np.fromiter((len(t) for t in tokens), dtype=np.int64, count=len(tokens))
         out = np.empty((len(texts), len(self.labels)), dtype=np.float32)
         for index in plan_batches(

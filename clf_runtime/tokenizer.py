@@ -28,12 +28,17 @@ __all__ = [
 
 TOKENIZER_NAME = "gpt2"
 END_OF_TEXT_ID = 50256
-# The longest GPT-2 token is 66 characters, so the first `max_length` tokens of a text never
-# reach past `max_length * 66` characters. Cutting the text at `max_length * 128` characters
-# before tokenizing keeps the head identical for normal text, keeps tokenization of a 10 MB
-# string cheap, and avoids tiktoken's stack overflow on ~1M-character whitespace runs (it
-# panics with a BaseException). Exception: a single "word" (one regex pre-token) straddling
-# the cut inside the first `max_length` tokens may tokenize differently near its end.
+# The longest GPT-2 token touches 66 characters, so the first `max_length` tokens of a text end
+# within its first `max_length * 66` characters. Texts are cut at `max_length * 128` characters
+# before tokenizing: a 10 MB string stays cheap, and tiktoken never sees a ~1M-character
+# whitespace run (its regex overflows its stack and panics with a BaseException). The cut
+# changes only the regex pre-token at the cut (it ends there instead of running on; a
+# contraction such as "'ll" may split) and BPE's merges near that end. The kept tokens change
+# only if, inside that one pre-token, a chain of competing merges carries the change back at
+# least `62 * max_length - 2` characters. None is known: a whitespace pre-token cannot chain
+# (its only multi-character token is "\n\n"), the longest chain of ASCII letter pairs in the
+# GPT-2 ranks is 48 characters long, and in random text a change travels back at most ~8.
+# tests/test_tokenizer.py checks the kept tokens against the uncut encoding on such texts.
 CHARS_PER_TOKEN_BOUND = 128
 _RANKS_FILE = "gpt2.tiktoken"
 _RANKS_SHA256 = "306cd27f03c1a714eca7108e03d66b7dc042abe8c258b44c199a7ed9838dd930"
