@@ -10,10 +10,17 @@ Order of work, chosen so that a refusal never leaves a directory behind:
 5. reload the best weights, compute metrics on every split, write ``model.safetensors``,
    ``metrics.json``, ``history.json``, the plots and ``config.json``; then delete
    ``checkpoint/``. A kill during step 5 is fine: ``--resume`` redoes it.
+
+Under ``torchrun`` (or ``clf-train --devices N``) every process calls :func:`train`; it joins
+the job from the environment (:mod:`clf_train.distributed`). Rank 0 alone does step 3 and
+writes every file; the other ranks wait for it, then read the split files and ``setup.json``
+it wrote (so ``--out`` must be visible to every rank: a shared filesystem across machines).
+Each rank caches and trains on its own texts; evaluation is sharded and summed.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import shutil
 import time
@@ -39,12 +46,13 @@ from clf_runtime.contract import (
 )
 from clf_runtime.tokenizer import encode_batch
 
-from .checkpoint import load_checkpoint, read_setup, remove_checkpoint, write_setup
+from .checkpoint import has_setup, load_checkpoint, read_setup, remove_checkpoint, write_setup
 from .config import TrainConfig, parse_trainable
-from .errors import ConfigError, TrainingError
+from .distributed import World, check_world_size, init_world
+from .errors import ConfigError, TrainError, TrainingError
 from .frozen_cache import CACHE_BUDGET_BYTES, apply_trainable, build_store
 from .lengths import token_length_report
-from .metrics import classification_metrics
+from .metrics import metrics_from_confusion
 from .model import PRESETS, GPTClassifier, GPTConfig, init_weights
 from .plots import plot_history
 from .run_dir import RunConfig, read_split, save_weights, write_split
@@ -176,18 +184,55 @@ def train(
     :class:`~clf_train.errors.TrainError`: :class:`ConfigError` (the config or the device),
     ``DataError``, ``PretrainedError``, :class:`TrainingError`, ``CheckpointError`` or
     ``RunDirError``; all refusals before training starts leave no run directory behind.
+
+    In a multi-process job (``WORLD_SIZE > 1`` in the environment) every rank calls this and
+    gets the same result; a collective that fails or times out raises
+    :class:`~clf_train.errors.DistributedError`.
     """
     config.validate()
-    prepared = _prepare_resume(config) if config.resume is not None else _prepare_new(config)
-    return _run(prepared, on_epoch=on_epoch, cache_budget_bytes=cache_budget_bytes)
+    world = init_world(_device(_requested_device(config)), timeout_s=config.dist_timeout)
+    prepared = _prepare(config, world)
+    result = _run(prepared, world, on_epoch=on_epoch, cache_budget_bytes=cache_budget_bytes)
+    # Only on success: after a failure the process is about to exit, and tearing down a group
+    # whose peers are gone can block (NCCL).
+    world.close()
+    return result
 
 
-def _prepare_new(config: TrainConfig) -> _Prepared:
+def _requested_device(config: TrainConfig) -> str:
+    """The --device this process will use; a resumed run keeps its saved one unless given."""
+    if config.resume is None or config.device != "auto" or not has_setup(Path(config.resume)):
+        return config.device  # (a resume without setup.json fails with its reason later)
+    saved = TrainConfig.from_dict(read_setup(Path(config.resume))["config"])
+    return saved.device
+
+
+def _prepare(config: TrainConfig, world: World) -> _Prepared:
+    """Steps 1-3 on this rank: a new run, a resumed one, or (rank > 0) joining rank 0's."""
+    if config.resume is not None:
+        return _prepare_resume(config, world)
+    if world.size == 1:
+        return _prepare_new(config, world)
+    if world.is_main:
+        try:
+            prepared = _prepare_new(config, world)
+        except Exception as e:
+            # Tell the waiting ranks at once instead of letting them run into the timeout.
+            with contextlib.suppress(TrainError):
+                world.share_outcome(str(e) or type(e).__name__, "to set up the run")
+            raise
+        world.share_outcome(None, "to set up the run")
+        return prepared
+    world.share_outcome(None, "to set up the run")
+    return _join_new_run(config, world)
+
+
+def _prepare_new(config: TrainConfig, world: World) -> _Prepared:
     """Steps 1-3 of a new run: load and split the data, build the model, create the run dir."""
     cfg = config.resolved()
     out = Path(cfg.out or "")
     _check_out_dir(out, overwrite=cfg.overwrite)
-    device = _device(cfg.device)
+    device = world.device
     if cfg.threads is not None:
         torch.set_num_threads(cfg.threads)
 
@@ -232,18 +277,41 @@ def _prepare_new(config: TrainConfig) -> _Prepared:
         "model_config": model.cfg.to_dict(),
         "data_report": data_report,
         "warnings": warnings,
+        # Resuming needs the same number of processes (clf_train.distributed.check_world_size).
+        "world_size": world.size,
     }
     write_setup(out, setup)
     texts = {name: (part.texts, part.labels) for name, part in splits.items()}
     return _Prepared(out, cfg, setup, texts, model, device)
 
 
-def _prepare_resume(config: TrainConfig) -> _Prepared:
+def _prepare_resume(config: TrainConfig, world: World) -> _Prepared:
     """An interrupted run, rebuilt from its ``setup.json`` and split files."""
     run_dir = Path(config.resume or "")
     if not run_dir.is_dir():
         raise ConfigError(f"--resume {run_dir}: no such directory")
     setup = read_setup(run_dir)
+    check_world_size(int(setup.get("world_size", 1)), world.size, str(run_dir))
+    logger.info("resuming the run in %s", run_dir)
+    return _from_run_dir(run_dir, setup, config, world)
+
+
+def _join_new_run(config: TrainConfig, world: World) -> _Prepared:
+    """Rank > 0 of a new run: what rank 0 prepared, read back from the run directory."""
+    run_dir = Path(config.out or "")
+    if not has_setup(run_dir):
+        raise ConfigError(
+            f"{world.where} cannot see {run_dir}/{CHECKPOINT_DIR}/setup.json, which rank 0 has "
+            f"just written: --out must be a directory every rank can read (on several "
+            "machines, a shared filesystem), and the same path on each of them"
+        )
+    return _from_run_dir(run_dir, read_setup(run_dir), config, world)
+
+
+def _from_run_dir(
+    run_dir: Path, setup: dict[str, Any], config: TrainConfig, world: World
+) -> _Prepared:
+    """The run described by ``setup.json`` and the split files of ``run_dir``."""
     saved = TrainConfig.from_dict(setup["config"])
     # Only how the run executes may change on resume; what it computes comes from setup.json.
     cfg = replace(
@@ -251,8 +319,9 @@ def _prepare_resume(config: TrainConfig) -> _Prepared:
         device=config.device if config.device != "auto" else saved.device,
         threads=config.threads if config.threads is not None else saved.threads,
         progress=config.progress,
+        dist_timeout=config.dist_timeout,
     )
-    device = _device(cfg.device)
+    device = world.device
     if cfg.threads is not None:
         torch.set_num_threads(cfg.threads)
     model, source = _build_model(cfg, len(setup["labels"]))
@@ -263,12 +332,12 @@ def _prepare_resume(config: TrainConfig) -> _Prepared:
             "cannot be resumed exactly. Start a new run."
         )
     texts = {name: read_split(run_dir, name) for name in SPLITS}
-    logger.info("resuming the run in %s", run_dir)
     return _Prepared(run_dir, cfg, setup, texts, model, device)
 
 
 def _run(
     prepared: _Prepared,
+    world: World,
     *,
     on_epoch: Callable[[dict[str, Any]], None] | None,
     cache_budget_bytes: int,
@@ -284,11 +353,22 @@ def _run(
     ids = {name: encode_batch(t, max_length=max_length) for name, (t, _) in texts.items()}
     targets = {name: label_targets(y, labels, device) for name, (_, y) in texts.items()}
     frozen_dtype = torch.bfloat16 if cfg.frozen_dtype == "bf16" else torch.float32
+    # Each rank caches and evaluates the texts it owns (all of them for one process).
+    held = {name: world.held([len(x) for x in split_ids]) for name, split_ids in ids.items()}
     stores = build_store(
-        model, spec, ids, device=device, frozen_dtype=frozen_dtype, budget_bytes=cache_budget_bytes
+        model,
+        spec,
+        ids,
+        device=device,
+        frozen_dtype=frozen_dtype,
+        budget_bytes=cache_budget_bytes,
+        held=held,
     )
     logger.info("caches ready in %.1fs", time.perf_counter() - t0)
 
+    resume_from = load_checkpoint(run_dir, device=device)
+    # Every rank has read the checkpoint before rank 0 may replace it with a newer generation.
+    world.barrier("loading the checkpoint")
     state, best = fit(
         model,
         spec,
@@ -296,16 +376,17 @@ def _run(
         targets,
         cfg,
         run_dir=run_dir,
-        resume_from=load_checkpoint(run_dir, device=device),
-        on_epoch=on_epoch,
+        resume_from=resume_from,
+        on_epoch=on_epoch if world.is_main else None,
+        world=world,
     )
     if best is not None:
         load_trainable(model, best, what="best weights")
 
     metrics = {}
     for name in SPLITS:
-        loss, preds = evaluate(model, spec, stores[name], targets[name])
-        metrics[name] = classification_metrics(targets[name].tolist(), preds, labels, loss=loss)
+        ev = evaluate(model, spec, stores[name], targets[name], world=world)
+        metrics[name] = metrics_from_confusion(ev.matrix, labels, loss=ev.loss)
     trainable_count = sum(p.numel() for p in model.parameters() if p.requires_grad)
     run_config = RunConfig(
         model=model.cfg,
@@ -317,6 +398,7 @@ def _run(
             "init_source": setup["init_source"],
             "trainable_parameters": trainable_count,
             "data_report": setup["data_report"],
+            "world_size": world.size,
         },
     )
     history = {
@@ -329,6 +411,8 @@ def _run(
         # This process only (a resumed run counts from its resume); includes caching and eval.
         "wall_seconds": time.perf_counter() - t0,
         "device": str(device),
+        "world_size": world.size,
+        "backend": world.backend,
         "frozen_part": {
             "mode": spec.mode,
             "start_block": spec.start,
@@ -336,12 +420,16 @@ def _run(
         },
     }
     model.eval()
-    save_weights(run_dir / RUN_WEIGHTS_FILE, model, run_config=run_config)
-    atomic_write_json(run_dir / METRICS_FILE, metrics)
-    atomic_write_json(run_dir / HISTORY_FILE, history)
-    plot_history(run_dir, state.history, best_epoch=state.best_epoch)
-    run_config.write(run_dir)  # last: config.json + model.safetensors mark a finished run
-    remove_checkpoint(run_dir)
+    # The evaluation's all-reduces above are the barrier: every rank is done with the run.
+    if world.is_main:
+        save_weights(run_dir / RUN_WEIGHTS_FILE, model, run_config=run_config)
+        atomic_write_json(run_dir / METRICS_FILE, metrics)
+        atomic_write_json(run_dir / HISTORY_FILE, history)
+        plot_history(run_dir, state.history, best_epoch=state.best_epoch)
+        run_config.write(run_dir)  # last: config.json + model.safetensors mark a finished run
+        remove_checkpoint(run_dir)
+    # No rank reports success before the run directory is complete.
+    world.barrier("writing the final run files")
     return TrainResult(
         run_dir=run_dir,
         metrics=metrics,

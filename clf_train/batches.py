@@ -57,9 +57,15 @@ def epoch_batches(
     return [chunks[i] for i in batch_perm]
 
 
-def eval_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
-    """Deterministic batches for evaluation and caching: sorted by length, no shuffle."""
-    order = sorted(range(len(lengths)), key=lambda i: (lengths[i], i))
+def eval_batches(
+    lengths: Sequence[int], batch_size: int, *, indices: Sequence[int] | None = None
+) -> list[list[int]]:
+    """Deterministic batches for evaluation and caching: sorted by length, no shuffle.
+
+    ``indices``: only these examples (a rank's own texts); default all of them.
+    """
+    pool = range(len(lengths)) if indices is None else indices
+    order = sorted(pool, key=lambda i: (lengths[i], i))
     return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
 
 

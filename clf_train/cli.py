@@ -2,7 +2,12 @@
 
 Thin by design: parse flags into :class:`~clf_train.config.TrainConfig`, call
 :func:`clf_train.api.train`, print progress and a summary, map failures to exit codes
-(0 ok, 1 data/model/training failure, 2 invalid configuration, 130 interrupted).
+(0 ok, 1 data/model/training failure, 2 invalid configuration, 3 stopped because another rank
+of a multi-process run failed, 130 interrupted).
+
+``--devices N`` (N > 1) makes this process a launcher (:mod:`clf_train.launch`): it starts N
+copies of itself as the ranks of one job and watches them. Under ``torchrun`` each process is
+one rank already; only rank 0 prints progress and the summary.
 """
 
 from __future__ import annotations
@@ -10,6 +15,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import logging
+import signal
 import sys
 import textwrap
 from collections.abc import Sequence
@@ -22,6 +28,7 @@ from clf_runtime.contract import POOLINGS
 # still print --help and the hint below.
 from .config import (
     DEVICES,
+    DIST_TIMEOUT_S,
     FROZEN_DTYPES,
     INITS,
     PRESET_ARGS,
@@ -34,6 +41,7 @@ from .config import (
     TrainConfig,
     one_of,
 )
+from .launch import EXIT_PEER_FAILED, DistEnv, LaunchConfig, dist_env, launch, resume_command
 from .presets import MODELS, PRETRAINED_NAMES, RANDOM_ONLY_MODELS
 
 __all__ = ["build_parser", "main"]
@@ -45,8 +53,11 @@ _PRESET_HELP = {
 }
 
 # The flags that may be given again with --resume, by argparse dest: they change how, not
-# what, is computed. --out is accepted when it names the same directory as --resume.
-RESUME_OK = ("device", "threads", "progress", "out")
+# what, is computed. --out is accepted when it names the same directory as --resume;
+# --devices must match the run's number of processes (checked when the run is read).
+RESUME_OK = ("device", "threads", "progress", "out", "devices", "dist_timeout")
+# Flags of the launcher, not of the run: not TrainConfig fields.
+LAUNCH_ONLY = ("devices",)
 
 _DEFAULTS = TrainConfig()
 
@@ -79,7 +90,7 @@ _HELP = {
     "random)",
     "--weight-decay": f"AdamW weight decay (default {_DEFAULTS.weight_decay})",
     "--epochs": f"epochs (default {PRETRAINED_EPOCHS})",
-    "--batch-size": f"texts per batch (default {_DEFAULTS.batch_size})",
+    "--batch-size": f"texts per batch, all processes together (default {_DEFAULTS.batch_size})",
     "--grad-accum": f"batches per optimizer step (default {_DEFAULTS.grad_accum})",
     "--seed": f"seed of split, init, batch order, dropout (default {_DEFAULTS.seed})",
     "--early-stopping": "stop after N epochs without a lower validation loss (default: off)",
@@ -89,6 +100,10 @@ _HELP = {
     f"(default {_DEFAULTS.frozen_dtype})",
     "--checkpoint-every": "optimizer steps between mid-epoch checkpoints "
     f"(default {_DEFAULTS.checkpoint_every}; 0: epoch ends only)",
+    "--devices": "start N training processes on this machine (DDP: one per GPU with "
+    "--device cuda, else CPU processes) and watch them (default 1; under torchrun leave it out)",
+    "--dist-timeout": "seconds a multi-process run waits in any collective before it stops "
+    f"with an error (default {DIST_TIMEOUT_S:g})",
     "--out": "run directory to create (required unless --resume)",
     "--overwrite": "replace the run files of an existing --out",
     "--resume": "continue the interrupted run in DIR",
@@ -125,6 +140,15 @@ def _epilog() -> str:
         "the saved configuration and ends with the same metrics as an uninterrupted run; only "
         f"{one_of(tuple(map(_flag, RESUME_OK)))} (naming OUT again) may be given with it."
     )
+    distributed = _paragraph(
+        "`clf-train --devices N ...` or `torchrun --nproc-per-node N -m clf_train ...` trains "
+        "with N processes (PyTorch DistributedDataParallel; NCCL on CUDA with one GPU per "
+        "process, gloo on CPU). --batch-size is the global batch of all processes together, "
+        "each process caches and trains on its own share of the texts, and the result equals "
+        "a one-process run to float rounding (with dropout 0). Rank 0 writes every file, so "
+        "the run directory must be visible to all processes. A failed process stops the job "
+        "with its rank named; continue it with the same number of processes."
+    )
     return f"""\
 presets (explicit flags override a preset's values):
 {chr(10).join(presets)}
@@ -135,6 +159,9 @@ speed:
   (the cache is recomputed per step instead if it would exceed 4 GiB); only the trainable top
   runs every step. Dropout acts only inside trainable blocks.
 
+distributed:
+{distributed}
+
 resume:
 {resume}
 
@@ -142,6 +169,7 @@ examples:
   clf-train --preset sms-demo --out runs/demo
   clf-train --data sms.csv --text-col message --label-col category --model gpt2 --out runs/a
   clf-train --resume runs/a
+  torchrun --nproc-per-node 2 -m clf_train --data sms.csv --device cuda --out runs/b
 """
 
 
@@ -182,6 +210,8 @@ def build_parser() -> argparse.ArgumentParser:
     add(t, "--threads", type=int)
     add(t, "--frozen-dtype", choices=FROZEN_DTYPES)
     add(t, "--checkpoint-every", type=int, metavar="N")
+    add(t, "--devices", type=int, metavar="N")
+    add(t, "--dist-timeout", type=float, metavar="SECONDS")
     o = p.add_argument_group("output")
     add(o, "--out")
     add(o, "--overwrite", action="store_true")
@@ -196,7 +226,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     With ``--resume`` the run's saved configuration is used, so any flag outside
     :data:`RESUME_OK` (``--preset`` included) is refused with a :class:`ConfigError`.
     """
-    given = dict(vars(args))
+    given = {k: v for k, v in vars(args).items() if k not in LAUNCH_ONLY}
     if "resume" in given:
         extra = sorted(set(given) - {"resume", *RESUME_OK})
         if extra:
@@ -240,18 +270,84 @@ def _print_summary(result: Any) -> None:
     print(f"run directory: {result.run_dir}")
 
 
-def _interrupted_hint(args: argparse.Namespace) -> str:
+def _interrupted_hint(args: argparse.Namespace, world_size: int = 1) -> str:
     """What to do after Ctrl-C: resume if the run got as far as its setup checkpoint."""
     from .checkpoint import has_setup
 
     where = getattr(args, "resume", None) or getattr(args, "out", None)
     if where is None or has_setup(Path(where)):
-        return f"interrupted; continue with: clf-train --resume {where}"
+        return f"interrupted; continue with: {resume_command(str(where), world_size)}"
     again = " with --overwrite" if Path(where).exists() else ""
     return (
         "interrupted during setup, before the run's first checkpoint: there is nothing to "
         f"resume; run the same command again{again}"
     )
+
+
+def _failure_hint(args: argparse.Namespace, devices: int) -> str:
+    """After a failed multi-process run: how to continue it, if there is anything to continue."""
+    from .checkpoint import has_setup
+
+    where = getattr(args, "resume", None) or getattr(args, "out", None)
+    if where is None:
+        return ""
+    if has_setup(Path(where)):
+        return (
+            f" The last checkpoint in {where} is kept; continue with: "
+            f"{resume_command(str(where), devices)}"
+        )
+    again = " with --overwrite" if Path(where).exists() else ""
+    return (
+        " The run never reached its first checkpoint, so there is nothing to resume: once the "
+        f"cause is fixed, run the same command again{again}"
+    )
+
+
+def _raise_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def _launch(argv: list[str], args: argparse.Namespace, devices: int) -> int:
+    """``--devices N``: check what can be checked here, then run and watch N ranks."""
+    from .errors import TrainError
+
+    try:
+        config = config_from_args(args).validate()
+        if config.resume is not None:
+            # Refuse a wrong number of processes before starting any of them.
+            from .checkpoint import read_setup
+            from .distributed import check_world_size
+
+            setup = read_setup(Path(config.resume))
+            check_world_size(int(setup.get("world_size", 1)), devices, config.resume)
+    except ConfigError as e:
+        print(f"clf-train: error: {e}", file=sys.stderr)
+        return 2
+    except TrainError as e:
+        print(f"clf-train: error: {e}", file=sys.stderr)
+        return 1
+    # A SIGTERM to the launcher (a job scheduler) must stop the ranks too: launch() stops
+    # every child on the way out of a KeyboardInterrupt.
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        outcome = launch(argv, LaunchConfig(devices=devices))
+    except KeyboardInterrupt:
+        print(f"clf-train: {_interrupted_hint(args, devices)}", file=sys.stderr)
+        return 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    failed = outcome.failed
+    if failed is None:
+        return 0
+    stopped = ", ".join(map(str, outcome.stopped))
+    stopped = f"; the launcher stopped rank(s) {stopped}" if stopped else ""
+    hint = _failure_hint(args, devices) if failed.returncode != 2 else ""
+    what = f"failed ({failed.describe()})"
+    if failed.returncode == EXIT_PEER_FAILED:  # no rank failed on its own: one hung
+        what = "lost contact with the others (a collective failed or timed out; a rank it "
+        what += "waited for is probably hung)"
+    print(f"clf-train: rank {failed.rank} of {devices} {what}{stopped}.{hint}", file=sys.stderr)
+    return outcome.returncode
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -263,29 +359,59 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
+    devices = getattr(args, "devices", 1)
+    try:
+        env = dist_env()
+        if devices < 1:
+            raise ConfigError(f"--devices must be >= 1, got {devices}")
+        if env is not None and devices not in (1, env.world_size):
+            raise ConfigError(
+                f"--devices {devices}, but this process is already rank {env.rank} of a job of "
+                f"{env.world_size} (WORLD_SIZE, set by torchrun): drop --devices, torchrun's "
+                "--nproc-per-node sets the number of processes"
+            )
+    except ConfigError as e:
+        print(f"clf-train: error: {e}", file=sys.stderr)
+        return 2
+    if env is None and devices > 1:
+        return _launch(argv, args, devices)
+    return _train(args, env)
+
+
+def _train(args: argparse.Namespace, env: DistEnv | None) -> int:
+    """One process (alone, or one rank of a job): train, print, map failures to exit codes."""
+    rank, world_size = (env.rank, env.world_size) if env else (0, 1)
+    prog = "clf-train" if env is None else f"clf-train (rank {rank} of {world_size})"
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
     pkg_logger = logging.getLogger("clf_train")
     pkg_logger.addHandler(handler)
-    pkg_logger.setLevel(logging.WARNING)
+    # Warnings about the data and the model are the same on every rank: rank 0 says them.
+    pkg_logger.setLevel(logging.WARNING if rank == 0 else logging.ERROR)
     try:
         from .api import train
-        from .errors import TrainError
+        from .errors import DistributedError, TrainError
 
         try:
             config = config_from_args(args)
-            result = train(config, on_epoch=_print_epoch)
+            result = train(config, on_epoch=_print_epoch if rank == 0 else None)
         except ConfigError as e:  # before TrainError: it is one
-            print(f"clf-train: error: {e}", file=sys.stderr)
+            print(f"{prog}: error: {e}", file=sys.stderr)
             return 2
-        except TrainError as e:
+        except DistributedError as e:  # before TrainError: it is one; it names the rank
             print(f"clf-train: error: {e}", file=sys.stderr)
+            return EXIT_PEER_FAILED
+        except TrainError as e:
+            print(f"{prog}: error: {e}", file=sys.stderr)
             return 1
         except KeyboardInterrupt:
-            print(f"clf-train: {_interrupted_hint(args)}", file=sys.stderr)
+            if rank == 0:
+                print(f"{prog}: {_interrupted_hint(args, world_size)}", file=sys.stderr)
             return 130
-        _print_summary(result)
+        if rank == 0:
+            _print_summary(result)
         return 0
     finally:
         pkg_logger.removeHandler(handler)

@@ -56,6 +56,9 @@ RANDOM_LR = 5e-4
 RANDOM_EPOCHS = 5
 RANDOM_FROZEN_NOTE = "FILLME"
 """What training only the top of a random network costs, measured (quoted by the warning)."""
+# --dist-timeout: long enough for a rank that caches a bigger share of the texts (or rank 0
+# preparing the data) to catch up, short enough that a hung job stops the same day.
+DIST_TIMEOUT_S = 1800.0
 
 # Named bundles of flags. Explicit flags always win over a preset's values.
 PRESET_ARGS: dict[str, dict[str, Any]] = {
@@ -157,6 +160,9 @@ class TrainConfig:
     """--frozen-dtype: dtype for computing and caching the frozen blocks (fp32 or bf16)."""
     checkpoint_every: int = 200
     """--checkpoint-every: optimizer steps between mid-epoch checkpoints (0: epoch ends only)."""
+    dist_timeout: float = DIST_TIMEOUT_S
+    """--dist-timeout: seconds a multi-process run waits in any collective (gradient all-reduce,
+    barrier, start-up) before it stops with an error naming the rank; so no rank hangs forever."""
     # --- output ---
     out: str | None = None
     """--out: the run directory to create."""
@@ -223,6 +229,8 @@ class TrainConfig:
         ):
             if value is not None and value < 1:
                 p.append(f"{flag} must be >= 1, got {value}")
+        if not self.dist_timeout > 0:
+            p.append(f"--dist-timeout must be > 0 seconds, got {self.dist_timeout}")
         if self.checkpoint_every < 0:
             p.append(f"--checkpoint-every must be >= 0, got {self.checkpoint_every}")
         if self.seed < 0:

@@ -16,6 +16,7 @@ __all__ = [
     "CheckpointError",
     "ConfigError",
     "DataError",
+    "DistributedError",
     "PretrainedError",
     "RunDirError",
     "TrainError",
@@ -42,6 +43,11 @@ class PretrainedError(TrainError):
 
 class TrainingError(TrainError, RuntimeError):
     """Training could not continue (non-finite loss or weights, inconsistent checkpoint)."""
+
+
+class DistributedError(TrainingError):
+    """A collective (gradient all-reduce, barrier) failed or timed out in a multi-process run:
+    another rank stopped (its own message says why) or did not answer within --dist-timeout."""
 
 
 class CheckpointError(TrainError):

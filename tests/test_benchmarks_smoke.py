@@ -16,6 +16,7 @@ BENCH_DIR = Path(__file__).resolve().parents[1] / "benchmarks"
 sys.path.insert(0, str(BENCH_DIR))
 
 import bench_coldstart  # noqa: E402
+import bench_ddp  # noqa: E402
 import bench_inference  # noqa: E402
 import common  # noqa: E402
 
@@ -186,3 +187,12 @@ def test_run_program_measures_in_a_temp_dir_and_writes_the_result(
         argparse.Namespace(work_dir=kept, out=tmp_path, name=None), measure, prefix=""
     )
     assert seen[1] == kept and kept.is_dir()
+
+
+def test_ddp_balance_is_mean_over_max_rank_work() -> None:
+    # One batch of 4 distinct lengths on 2 ranks: owners alternate along the length order,
+    # rank 0 gets lengths 1 and 3 (work 2 x 3), rank 1 gets 2 and 4 (work 2 x 4).
+    out = bench_ddp.balance([4, 1, 3, 2], 4, 2, epochs=1)
+    assert out == {"global_batch": 4, "world": 2, "balance": 0.875, "steps": 1, "empty_shares": 0}
+    lonely = bench_ddp.balance([5], 1, 2, epochs=1)  # rank 1 owns nothing
+    assert (lonely["balance"], lonely["empty_shares"]) == (0.5, 1)

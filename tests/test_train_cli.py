@@ -166,7 +166,9 @@ def test_help_names_exactly_the_flags_resume_accepts(capsys: pytest.CaptureFixtu
             assert f"drop {flag} " in str(e)
         else:
             accepted.add(flag)
-    assert accepted == {"--device", "--threads", "--no-progress", "--out"}
+    assert accepted == {
+        "--device", "--threads", "--no-progress", "--out", "--devices", "--dist-timeout",
+    }  # fmt: skip
 
     with pytest.raises(SystemExit):
         main(["--help"])

@@ -21,6 +21,7 @@ REPO = Path(__file__).resolve().parents[1]
 _LIGHT_IMPORTS = """
 import sys
 import clf_train, clf_train.config, clf_train.presets, clf_train.errors, clf_train.offline
+import clf_train.launch  # the --devices launcher's parent never trains: no torch
 from clf_train import PRESETS, GPTConfig, TrainConfig, TrainError
 from clf_train.cli import build_parser, config_from_args
 
