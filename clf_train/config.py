@@ -54,7 +54,10 @@ PRETRAINED_EPOCHS = 5
 RANDOM_TRAINABLE = "all"
 RANDOM_LR = 5e-4
 RANDOM_EPOCHS = 5
-RANDOM_FROZEN_NOTE = "FILLME"
+RANDOM_FROZEN_NOTE = (
+    "clf-train --preset sms-demo --trainable last-block: 86.4 % test accuracy vs 92.6 % with all, "
+    "on the offline SMS copy"
+)
 """What training only the top of a random network costs, measured (quoted by the warning)."""
 # --dist-timeout: long enough for a rank that caches a bigger share of the texts (or rank 0
 # preparing the data) to catch up, short enough that a hung job stops the same day.
