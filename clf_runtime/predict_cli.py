@@ -17,7 +17,7 @@ Local engine (default): each output line is ``{"index": i, ["id": ...,] ["text":
 memory stays bounded; ``--output`` is written atomically. A file input is read once up front
 to count (and check) its rows, so the progress bar has a total.
 
-Ray engine (``--engine ray``, :mod:`clf_runtime.ray`): files, folders and globs in, a
+Ray engine (``--engine ray``, :mod:`clf_runtime.ray_job`): files, folders and globs in, a
 directory of Parquet or JSONL files out, one row per text with ``file``, ``index``, ``id``
 (with ``--id-col``), ``label`` and one ``prob_<label>`` column per label.
 """
@@ -347,7 +347,7 @@ _RAY_ONLY = ("workers", "address", "gpus_per_worker", "overwrite")
 
 
 def _run_ray(args: argparse.Namespace) -> int:
-    from .ray import RayPredictConfig, run_ray_predict
+    from .ray_job import RayPredictConfig, run_ray_predict
 
     problems = []
     if args.texts:

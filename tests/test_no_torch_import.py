@@ -18,7 +18,7 @@ import clf_runtime
 from clf_runtime import Classifier
 from clf_runtime import bench, bench_cli, predict_cli, session, batching
 from clf_runtime import columns, inputs, paths, progress
-import clf_runtime.ray
+import clf_runtime.ray, clf_runtime.ray_job
 {extra}
 OPTIONAL = ("torch", "onnx", "transformers", "matplotlib", "ray", "pandas", "pyarrow", "tqdm")
 heavy = sorted(m for m in OPTIONAL if m in sys.modules)
@@ -79,6 +79,7 @@ def test_loading_and_predicting_does_not_load_torch_or_onnx(tiny_export_dir: Pat
         "clf_runtime.predict_cli",
         "clf_runtime.bench_cli",
         "clf_runtime.ray",
+        "clf_runtime.ray_job",
         "clf_runtime.inputs",
         "clf_runtime.paths",
         "clf_runtime.columns",

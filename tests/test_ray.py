@@ -144,6 +144,7 @@ def test_folders_globs_and_formats(ray_session, tiny_export_dir, tmp_path, capsy
     data = tmp_path / "data"
     (data / "part").mkdir(parents=True)
     texts = [f"message {i} " * (i % 7) for i in range(30)]
+    texts[15] = "a lone surrogate \ud800 from JSON"  # Arrow refuses it; scored as U+FFFD
     pq.write_table(pa.table({"key": list(range(10)), "text": texts[:10]}), data / "a.parquet")
     (data / "part" / "b.jsonl").write_text(
         "".join(json.dumps({"key": 10 + i, "text": t}) + "\n" for i, t in enumerate(texts[10:20]))
@@ -200,3 +201,25 @@ def test_predictor_numpy_batches_and_column_clash(tiny_export_dir) -> None:
         predictor(pd.DataFrame({"text": ["a"], "label": ["gold"]}))
     with pytest.raises(ClassifierError, match="no column 'text'"):
         predictor({"body": np.array(["a"], dtype=object)})
+
+
+def test_actor_threads_follow_the_cpus_ray_reserved(ray_session, tiny_export_dir) -> None:
+    """Without threads=, an actor runs as many onnxruntime threads as CPUs it reserved."""
+
+    class Threads(ClassifierPredictor):
+        def __call__(self, batch):
+            out = super().__call__(batch)
+            out["threads"] = np.full(len(out["text"]), self.threads)
+            return out
+
+    ds = ray.data.from_items([{"text": f"text {i}"} for i in range(8)])
+    for cpus in (1, 2):
+        scored = ds.map_batches(
+            Threads,
+            fn_constructor_args=(str(tiny_export_dir),),
+            compute=ray.data.ActorPoolStrategy(size=1),
+            num_cpus=cpus,
+            batch_size=4,
+            batch_format="numpy",
+        )
+        assert set(scored.to_pandas()["threads"]) == {cpus}
