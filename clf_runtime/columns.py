@@ -2,14 +2,14 @@
 
 ``clf-train`` and ``clf-predict`` (both engines) find the text column the same way:
 
-- a column named with ``--text-col`` is matched exactly, else case-insensitively when exactly
-  one column matches (``Message`` finds ``message``; ``text`` is ambiguous between ``Text`` and
-  ``TEXT`` and finds neither);
+- a column named with ``--text-col`` is matched exactly (surrounding spaces of header names
+  ignored), else case-insensitively when exactly one column matches (``message`` finds
+  ``Message``; ``text`` is ambiguous between ``Text`` and ``TEXT`` and finds neither);
 - without ``--text-col``, the first of :data:`TEXT_COLUMNS` (``text``, ``sentence``,
   ``message``, ``content``, ``sms``) present in the header, compared case-insensitively and
   ignoring surrounding spaces, is the text column.
 
-Pure Python, no imports beyond the standard library: :mod:`clf_train.data` imports it too.
+Pure Python (the standard library and this package's errors): :mod:`clf_train.data` imports it too.
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ def resolve_text_column(names: Sequence[str], text_col: str | None, *, source: s
     """
     found = f"Columns found: {list(names)}."
     if text_col is not None:
-        index = find_column(names, text_col)
+        index = find_column([n.strip() for n in names], text_col)  # as clf-train: spaces ignored
         if index is None:
             raise ClassifierError(
                 f"{source} has no column named {text_col!r} (--text-col). {found} Pass "

@@ -189,7 +189,7 @@ def _table_columns(
     text_index = resolve_text_column(header, text_col, source=name)
     id_index = None
     if id_col is not None:
-        id_index = find_column(header, id_col)
+        id_index = find_column([h.strip() for h in header], id_col)
         if id_index is None:
             raise InputError(
                 f"{name} has no column named {id_col!r} (--id-col). Columns found: {header}. "
