@@ -208,8 +208,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="clf-predict",
         description=(
-            "Classify texts with an exported gpt-clf model. The first argument is always the "
-            "model; texts come as arguments, from --input, or from stdin. Writes JSON lines "
+            "Classify texts with an exported gpt-clf model. The first argument is always the\n"
+            "model; texts come as arguments, from --input, or from stdin. Writes JSON lines\n"
             "(local engine) or a directory of Parquet/JSONL files (--engine ray)."
         ),
         epilog=(
@@ -302,7 +302,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="model file of an export directory (default: fp16 on CUDA, int8 on CPU, else fp32)",
     )
     model.add_argument(
-        "--quiet", "-q", action="store_true", help="no progress bar and no model line on stderr"
+        "--quiet",
+        "-q",
+        action="store_true",
+        help="no progress bar and no model line on stderr (default: off)",
     )
     ray = parser.add_argument_group("scaling out (--engine ray; pip install 'gpt-clf[ray]')")
     ray.add_argument(
