@@ -1,14 +1,14 @@
 """The embeddable classifier: ``Classifier.load(path).predict(texts)``.
 
-Torch-free: onnxruntime runs the exported graph, :mod:`clf_runtime.batching` tokenizes and
-batches. One :class:`Classifier` may be shared by many threads: ``InferenceSession.run`` is
-thread-safe and every call keeps its state in local variables.
+Torch-free: onnxruntime runs the exported graph, :mod:`clf_runtime.tokenizer` tokenizes and
+:mod:`clf_runtime.batching` batches. One :class:`Classifier` may be shared by many threads:
+``InferenceSession.run`` is thread-safe and every call keeps its state in local variables.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -147,7 +147,13 @@ class Classifier:
             )
         return self._session.run([LOGITS], {INPUT_IDS: input_ids, LENGTHS: lengths})[0]
 
-    def _proba_chunk(self, texts: list[str], batch_size: int, max_batch_tokens: int) -> np.ndarray:
+    def _proba_chunk(
+        self,
+        texts: list[str],
+        batch_size: int,
+        max_batch_tokens: int,
+        on_batch: Callable[[int], None] | None = None,
+    ) -> np.ndarray:
         tokens = encode_batch(texts, max_length=self._metadata.max_length)
         lengths = np.fromiter((len(t) for t in tokens), dtype=np.int64, count=len(tokens))
         out = np.empty((len(texts), len(self.labels)), dtype=np.float32)
@@ -162,6 +168,8 @@ class Classifier:
                     f"({self._metadata.precision} on {self._provider}); try precision='fp32'"
                 )
             out[batch.index] = softmax(logits)  # unsort: rows go back to their input positions
+            if on_batch is not None:
+                on_batch(len(index))
         return out
 
     def iter_proba(
@@ -171,14 +179,16 @@ class Classifier:
         batch_size: int = 32,
         max_batch_tokens: int = 8192,
         chunk_size: int = CHUNK_SIZE,
+        on_batch: Callable[[int], None] | None = None,
     ) -> Iterator[np.ndarray]:
         """Yield probabilities chunk by chunk: (n_chunk, num_labels) float32 arrays in order.
 
-        Memory stays bounded by ``chunk_size`` texts however long ``texts`` is.
+        Memory stays bounded by ``chunk_size`` texts however long ``texts`` is. ``on_batch``,
+        when given, is called with the number of texts after every model call (progress bars).
         """
         check_batch_limits(batch_size, max_batch_tokens)  # fail before consuming `texts`
         for chunk in iter_text_chunks(texts, chunk_size):
-            yield self._proba_chunk(chunk, batch_size, max_batch_tokens)
+            yield self._proba_chunk(chunk, batch_size, max_batch_tokens, on_batch)
 
     def predict_proba(
         self,

@@ -53,6 +53,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from clf_runtime.columns import TEXT_COLUMNS, find_column, find_common_column
+
 from .errors import DataError
 
 __all__ = [
@@ -64,7 +66,6 @@ __all__ = [
 ]
 
 MAX_TEXT_CHARS = 1_000_000
-TEXT_COLUMNS = ("text", "sentence", "message", "content", "sms")
 LABEL_COLUMNS = ("label", "labels", "class", "category", "target")
 FIRST_LINES = 5  # line numbers kept per skip reason
 N_EXAMPLES = 5  # duplicate texts quoted in the report
@@ -198,21 +199,6 @@ def _jsonl_rows(text: str, path: Path) -> list[tuple[int, dict[str, Any]]]:
     return rows
 
 
-def _find(names: list[str], wanted: str) -> int | None:
-    if wanted in names:
-        return names.index(wanted)
-    folded = [i for i, n in enumerate(names) if n.casefold() == wanted.casefold()]
-    return folded[0] if len(folded) == 1 else None
-
-
-def _common(names: list[str], candidates: tuple[str, ...]) -> int | None:
-    folded = [n.strip().casefold() for n in names]
-    for cand in candidates:
-        if cand in folded:
-            return folded.index(cand)
-    return None
-
-
 def _looks_like_label(field: str) -> bool:
     s = field.strip()
     return 0 < len(s) <= 50 and len(s.split()) <= 3
@@ -235,14 +221,14 @@ def _choose_columns(
         ("label", label_col, "--label-col", LABEL_COLUMNS),
     ):
         if given is not None:
-            idx[role] = _find(names, given)
+            idx[role] = find_column(names, given)
             if idx[role] is None:
                 raise DataError(
                     f"{path}: no column named {given!r} ({flag}). {found} Pass {flag} with one "
                     f"of these names (the file must have a header row)."
                 )
         else:
-            idx[role] = _common(names, cands)
+            idx[role] = find_common_column(names, cands)
     t, lab = idx["text"], idx["label"]
     explicit = text_col is not None or label_col is not None
     if (t is not None or lab is not None) and len(names) == 2:  # the other of two columns

@@ -1,4 +1,8 @@
-"""The runtime is embeddable: importing it must not load torch (nor need onnx)."""
+"""The runtime is embeddable: importing it must not load torch (nor need onnx).
+
+Nor any optional dependency: Ray (and the pandas/pyarrow it brings) loads only when a Ray job
+runs, tqdm only when a CLI draws a progress bar, matplotlib only for ``clf-bench --plot``.
+"""
 
 from __future__ import annotations
 
@@ -13,8 +17,11 @@ import sys
 import clf_runtime
 from clf_runtime import Classifier
 from clf_runtime import bench, bench_cli, predict_cli, session, batching
+from clf_runtime import columns, inputs, paths, progress
+import clf_runtime.ray, clf_runtime.ray_job
 {extra}
-heavy = sorted(m for m in ("torch", "onnx", "transformers", "matplotlib") if m in sys.modules)
+OPTIONAL = ("torch", "onnx", "transformers", "matplotlib", "ray", "pandas", "pyarrow", "tqdm")
+heavy = sorted(m for m in OPTIONAL if m in sys.modules)
 print(",".join(heavy) or "none")
 """
 
@@ -34,6 +41,29 @@ def test_import_does_not_load_torch_or_onnx() -> None:
     assert _run() == "none"
 
 
+def test_reading_texts_and_checking_paths_load_nothing_optional(tmp_path: Path) -> None:
+    src = tmp_path / "in.csv"
+    src.write_text("id,Text\n1,hello\n", encoding="utf-8")
+    extra = (
+        f"assert inputs.count_rows({str(src)!r}, id_col='id') == 1\n"
+        f"paths.check_output_path({str(tmp_path / 'out.jsonl')!r}, flag='-o')\n"
+        "bench_cli.build_parser(); predict_cli.build_parser()\n"
+    )
+    assert _run(extra) == "none"
+
+
+def test_ray_module_explains_a_missing_ray(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    import clf_runtime.ray
+    from clf_runtime.errors import ClassifierError
+
+    monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` now raises ImportError
+    monkeypatch.setitem(sys.modules, "ray.data", None)
+    with pytest.raises(ClassifierError, match=r"pip install 'gpt-clf\[ray\]'"):
+        clf_runtime.ray.read_dataset([])
+
+
 def test_loading_and_predicting_does_not_load_torch_or_onnx(tiny_export_dir: Path) -> None:
     extra = (
         f"clf = Classifier.load({str(tiny_export_dir)!r}, providers='cpu', threads=1)\n"
@@ -43,7 +73,18 @@ def test_loading_and_predicting_does_not_load_torch_or_onnx(tiny_export_dir: Pat
 
 
 @pytest.mark.parametrize(
-    "module", ["clf_runtime", "clf_runtime.predict_cli", "clf_runtime.bench_cli"]
+    "module",
+    [
+        "clf_runtime",
+        "clf_runtime.predict_cli",
+        "clf_runtime.bench_cli",
+        "clf_runtime.ray",
+        "clf_runtime.ray_job",
+        "clf_runtime.inputs",
+        "clf_runtime.paths",
+        "clf_runtime.columns",
+        "clf_runtime.progress",
+    ],
 )
 def test_public_names_exist(module: str) -> None:
     mod = __import__(module, fromlist=["__all__"])
