@@ -23,6 +23,7 @@ from typing import Any
 
 from clf_runtime._version import __version__
 from clf_runtime.metadata import ModelMetadata
+from clf_runtime.paths import OutputPathError, check_output_path
 from clf_runtime.tokenizer import END_OF_TEXT_ID, TOKENIZER_NAME
 
 from .errors import ExportError
@@ -44,6 +45,18 @@ from .report import ExportReport
 from .staging import StagedModels, commit_export, staging_dir
 
 __all__ = ["export_model", "export_run", "export_state_dict"]
+
+
+def _check_out_dir(out_dir: str | os.PathLike[str]) -> Path:
+    """``out_dir`` as a Path, refused before any work if it cannot become a directory.
+
+    The shared check of every CLI's output path (:func:`clf_runtime.paths.check_output_path`);
+    an existing export in it is :func:`clf_export.staging.staging_dir`'s case (--overwrite).
+    """
+    try:
+        return check_output_path(out_dir, flag="--out", kind="dir")
+    except OutputPathError as e:
+        raise ExportError(str(e)) from e
 
 
 def _check_model(model: Any, labels: list[str], pooling: str | None, max_length: int) -> None:
@@ -89,7 +102,7 @@ def export_model(
     left in ``out_dir``.
     """
     opts = resolve_options(options, changes)
-    out_dir = Path(out_dir)
+    out_dir = _check_out_dir(out_dir)
     labels = list(labels)
     max_length = opts.max_length or min(DEFAULT_MAX_LENGTH, model.cfg.context_length)
     _check_model(model, labels, pooling, max_length)
@@ -170,6 +183,7 @@ def export_run(
     from clf_train.run_dir import load_run
 
     opts = resolve_options(options, changes)
+    _check_out_dir(out_dir)  # before the (slow) load
     run_dir = Path(run_dir)
     with stage("load", f"reading the run {run_dir}"):
         model, run_cfg = load_run(run_dir)
@@ -206,6 +220,7 @@ def export_state_dict(
     from clf_train.pretrained import build_classifier, load_pretrained
 
     opts = resolve_options(options, changes)
+    _check_out_dir(out_dir)  # before the (slow) load
     if opts.eval_split is not None:
         raise ExportError(
             f"--eval-split {opts.eval_split} names a run split, but a state dict has no run "

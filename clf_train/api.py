@@ -44,6 +44,7 @@ from clf_runtime.contract import (
     SPLIT_DIR,
     SPLITS,
 )
+from clf_runtime.paths import OutputPathError, check_output_path
 from clf_runtime.tokenizer import encode_batch
 
 from .checkpoint import has_setup, load_checkpoint, read_setup, remove_checkpoint, write_setup
@@ -118,8 +119,12 @@ def _device(name: str) -> torch.device:
 
 
 def _check_out_dir(out: Path, *, overwrite: bool) -> None:
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"--out {out} exists and is not a directory; choose another path")
+    # The shared check of every CLI's output path (a file in the way, a parent that is a file,
+    # no write permission); a non-empty directory is this command's own case (--resume).
+    try:
+        check_output_path(out, flag="--out", kind="dir")
+    except OutputPathError as e:
+        raise ConfigError(str(e)) from e
     if out.is_dir() and any(out.iterdir()) and not overwrite:
         raise ConfigError(
             f"--out {out} already exists and is not empty; pass --overwrite to replace its run "

@@ -143,11 +143,19 @@ def test_parity_failure(
 def test_unwritable_out(run_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("not a directory")
-    fails([str(run_dir), "--out", str(blocker / "out")], "cannot write the export", capsys)
+    out = str(blocker / "out")
+    err = fails([str(run_dir), "--out", out], f"--out {out!r} cannot be created", capsys)
+    assert f"{str(blocker)!r} is a file, not a directory" in err and "Errno" not in err
+    # Checked up front: before the run dir is even read (this one does not exist).
+    err = fails([str(tmp_path / "no-run"), "--out", out], "is a file, not a directory", capsys)
+    assert "no-run" not in err
+    err = fails(
+        [str(run_dir), "--out", str(blocker)], "is a file, but --out needs a directory", capsys
+    )
     if os.geteuid() != 0:  # root ignores permissions
         locked = tmp_path / "locked"
         locked.mkdir(mode=0o500)
-        fails([str(run_dir), "--out", str(locked / "out")], "cannot write the export", capsys)
+        fails([str(run_dir), "--out", str(locked / "out")], "is not writable", capsys)
         assert list(locked.iterdir()) == []
     assert sorted(p.name for p in tmp_path.iterdir()) in (["file"], ["file", "locked"])
 

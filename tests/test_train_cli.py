@@ -214,3 +214,22 @@ def test_resume_of_a_finished_run_says_there_is_nothing_to_resume(
     err = capsys.readouterr().err
     assert "holds a finished clf-train run" in err and "nothing to resume" in err
     assert f"--out {tmp_path} --overwrite" in err
+
+
+def test_out_paths_that_cannot_be_directories_fail_up_front(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 14: ``--out FILE/run`` was a NotADirectoryError traceback after loading the data."""
+    blocker = tmp_path / "FILE"
+    blocker.write_text("a file")
+    missing_data = str(tmp_path / "no-such.csv")  # never read: the path check comes first
+    for out, message in (
+        (blocker / "run", f"{str(blocker)!r} is a file, not a directory"),
+        (blocker / "a" / "b", f"{str(blocker)!r} is a file, not a directory"),
+        (blocker, "is a file, but --out needs a directory"),
+    ):
+        assert main(["--data", missing_data, "--out", str(out), "--no-progress"]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("clf-train: error: --out ") and message in err, err
+        assert "Traceback" not in err and "no-such.csv" not in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["FILE"]
