@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -233,3 +234,17 @@ def test_out_paths_that_cannot_be_directories_fail_up_front(
         assert err.startswith("clf-train: error: --out ") and message in err, err
         assert "Traceback" not in err and "no-such.csv" not in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["FILE"]
+
+
+def test_help_and_readme_quote_the_same_sms_demo_results(capsys: pytest.CaptureFixture) -> None:
+    """Issue 14: the --help epilog and the README must not disagree about the main job."""
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    quoted = re.findall(r"(0\.\d{4}) \(n=(\d+)\)", help_text)
+    assert len(quoted) == 2  # one per data source
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text("utf-8")
+    for accuracy, n in quoted:
+        assert f"`test: n={n} accuracy {accuracy}`" in readme
+    for seconds in re.search(r"(\d+)-(\d+) s on 2 CPU cores", help_text).groups():
+        assert f"| {seconds} s |" in readme
