@@ -9,11 +9,22 @@
 from __future__ import annotations
 
 from ._version import __version__
+from .batcher import BatchedResult, Batcher
 from .classifier import Classifier, Prediction
-from .errors import ClassifierError, InvalidInputError, MetadataError, ModelLoadError
+from .errors import (
+    BatcherClosedError,
+    ClassifierError,
+    InvalidInputError,
+    MetadataError,
+    ModelLoadError,
+    QueueFullError,
+)
 from .metadata import ModelMetadata
 
 __all__ = [
+    "BatchedResult",
+    "Batcher",
+    "BatcherClosedError",
     "Classifier",
     "ClassifierError",
     "InvalidInputError",
@@ -21,5 +32,6 @@ __all__ = [
     "ModelLoadError",
     "ModelMetadata",
     "Prediction",
+    "QueueFullError",
     "__version__",
 ]
