@@ -1,4 +1,5 @@
-"""The runtime is embeddable: importing it must not load torch (nor need onnx)."""
+"""The runtime is embeddable: importing it must not load torch (nor need onnx), nor the web
+stack of the `serve` extra; the server itself must not load torch."""
 
 from __future__ import annotations
 
@@ -12,16 +13,19 @@ _CODE = """
 import sys
 import clf_runtime
 from clf_runtime import Classifier
-from clf_runtime import bench, bench_cli, predict_cli, session, batching
+from clf_runtime import bench, bench_cli, predict_cli, session, batching, batcher
 {extra}
-heavy = sorted(m for m in ("torch", "onnx", "transformers", "matplotlib") if m in sys.modules)
+heavy = sorted(m for m in {modules!r} if m in sys.modules)
 print(",".join(heavy) or "none")
 """
+_TRAINING = ("torch", "onnx", "transformers", "matplotlib")
+# The `serve` extra: only clf_runtime.serve.app and the CLI may import it.
+_WEB = ("starlette", "uvicorn", "prometheus_client", "anyio", "httpx", "selenium")
 
 
-def _run(extra: str = "") -> str:
+def _run(extra: str = "", modules: tuple[str, ...] = _TRAINING + _WEB) -> str:
     result = subprocess.run(
-        [sys.executable, "-c", _CODE.format(extra=extra)],
+        [sys.executable, "-c", _CODE.format(extra=extra, modules=modules)],
         capture_output=True,
         text=True,
         check=True,
@@ -30,8 +34,22 @@ def _run(extra: str = "") -> str:
     return result.stdout.strip()
 
 
-def test_import_does_not_load_torch_or_onnx() -> None:
+def test_import_does_not_load_torch_onnx_or_the_web_stack() -> None:
     assert _run() == "none"
+
+
+def test_serve_config_and_cli_import_without_the_web_stack() -> None:
+    # The CLI checks for the extra before importing it, to print an install hint.
+    assert _run("from clf_runtime.serve import ServeConfig, cli") == "none"
+
+
+def test_the_server_does_not_load_torch_or_onnx(tiny_export_dir: Path) -> None:
+    extra = (
+        "from clf_runtime.serve import create_app\n"
+        f"app = create_app({str(tiny_export_dir)!r})\n"
+        "import starlette, uvicorn, prometheus_client\n"
+    )
+    assert _run(extra, modules=_TRAINING) == "none"
 
 
 def test_loading_and_predicting_does_not_load_torch_or_onnx(tiny_export_dir: Path) -> None:
@@ -43,7 +61,16 @@ def test_loading_and_predicting_does_not_load_torch_or_onnx(tiny_export_dir: Pat
 
 
 @pytest.mark.parametrize(
-    "module", ["clf_runtime", "clf_runtime.predict_cli", "clf_runtime.bench_cli"]
+    "module",
+    [
+        "clf_runtime",
+        "clf_runtime.predict_cli",
+        "clf_runtime.bench_cli",
+        "clf_runtime.batcher",
+        "clf_runtime.serve",
+        "clf_runtime.serve.app",
+        "clf_runtime.serve.cli",
+    ],
 )
 def test_public_names_exist(module: str) -> None:
     mod = __import__(module, fromlist=["__all__"])
@@ -56,9 +83,10 @@ def test_public_names_exist(module: str) -> None:
     [
         ("clf_train.cli", "torch", "pip install 'gpt-clf[train]'"),
         ("clf_export.cli", "onnx", "pip install 'gpt-clf[export]'"),
+        ("clf_runtime.serve.cli", "starlette", "pip install 'gpt-clf[serve]'"),
     ],
 )
-def test_training_clis_explain_a_runtime_only_install(
+def test_clis_explain_a_missing_extra(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
     module: str,

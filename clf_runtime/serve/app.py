@@ -101,6 +101,7 @@ class _Server:
         self.status = "not started"
         self.error: str | None = None
         self._start_lock = threading.Lock()
+        self._warmup: threading.Thread | None = None
         self.metrics = ServeMetrics(lambda: self.batcher.queued_texts if self.batcher else 0)
         self._key_digest = (
             hashlib.sha256(config.api_key.encode()).digest() if config.api_key else None
@@ -149,7 +150,10 @@ class _Server:
                 on_batch=self.metrics.observe_batch,
             )
             self.status = "warming up"
-        threading.Thread(target=self._warm_up, name="clf-serve-warmup", daemon=True).start()
+            self._warmup = threading.Thread(
+                target=self._warm_up, name="clf-serve-warmup", daemon=True
+            )
+            self._warmup.start()
 
     def _warm_up(self) -> None:
         """Run the batch shapes traffic will bring, so the first requests do not pay for
@@ -178,6 +182,10 @@ class _Server:
         """Stop: finish every queued request (nothing accepted is dropped), then return."""
         with self._start_lock:
             self.status = "stopped"
+        if self._warmup is not None:
+            # A model call still running when the interpreter exits aborts the process
+            # (onnxruntime's thread pool is torn down under it), e.g. when the port is taken.
+            await anyio.to_thread.run_sync(self._warmup.join)
         if self.batcher is not None:
             await anyio.to_thread.run_sync(self.batcher.close)
 

@@ -3,8 +3,9 @@
 Thin by design: parse flags into :class:`~clf_runtime.serve.config.ServeConfig`, load the
 model (a bad one fails before the port is opened), hand :func:`~clf_runtime.serve.app.create_app`
 to uvicorn. SIGTERM / Ctrl-C stop accepting connections, finish every request in flight and
-every queued text, then exit 0. Exit codes: 0 ok, 1 model or server failure, 2 invalid flags
-or the ``serve`` extra missing.
+every queued text, then end the process by that signal, as uvicorn does (status 143 after
+SIGTERM, 130 after Ctrl-C). Other exit codes: 1 model or server failure (e.g. the port is
+taken), 2 invalid flags or the ``serve`` extra missing.
 """
 
 from __future__ import annotations
@@ -198,8 +199,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     app = create_app(clf, config)
     print(
-        f"clf-serve: {clf.model_path} ({clf.metadata.precision} on {clf.provider}, labels "
-        f"{', '.join(clf.labels)}) on http://{config.host}:{config.port}",
+        f"clf-serve: serving {clf.model_path} ({clf.metadata.precision} on {clf.provider}, "
+        f"labels {', '.join(clf.labels)})",
         file=sys.stderr,
     )
     server = uvicorn.Server(
@@ -218,8 +219,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         server.run()
-    except SystemExit as e:  # uvicorn exits this way when it cannot bind the port
-        return e.code if isinstance(e.code, int) else 1
+    except SystemExit as e:  # uvicorn exits this way (status 3) when it cannot start
+        return 1 if e.code else 0
     except KeyboardInterrupt:
         return 130
     return 0 if server.started else 1
