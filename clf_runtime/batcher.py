@@ -21,10 +21,11 @@ How it works::
   (with a ``retry_after`` estimate) when it is full, or waits for room with ``block=True``.
 - ``max_wait_ms`` (default 0, as in TEI and Triton) lets the worker wait that long after the
   oldest queued request for a full batch before it starts; 0 takes what is queued.
-- The worker takes *every* queued request at once (at most ``max_queue`` texts) and plans them
-  like :meth:`Classifier.predict_proba` plans one call: sorted by length, so short texts run
-  first and padding stays small. Requests behind them would have waited for those rows in a
-  FIFO queue anyway, so this costs no one latency; it buys throughput.
+- The worker takes *every* queued request at once (at most ``max_queue`` texts), sorts the
+  texts by length and cuts them into model calls at the lowest estimated cost
+  (:mod:`clf_runtime.batch_plan`: padding against per-call overhead, learnt from the calls
+  made), short texts first. Requests behind them would have waited for those rows in a FIFO
+  queue anyway, so this costs no one latency; it buys throughput.
 - A failing model call fails the requests with rows in that call and nothing else; the worker
   keeps serving.
 - Results are :class:`concurrent.futures.Future` objects: ``.result()`` from a thread,
@@ -45,11 +46,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .batch_plan import CallCostModel, plan_min_cost
 from .batching import (
     CHUNK_SIZE,
     iter_text_chunks,
     pad_batch,
-    plan_batches,
     softmax,
     tokenize,
 )
@@ -112,6 +113,8 @@ class BatcherStats:
     failed_calls: int
     queued_texts: int
     """Texts waiting now."""
+    call_overhead_tokens: float
+    """Current estimate of what one model call costs beyond its padded tokens, in tokens."""
 
 
 class _Request:
@@ -186,6 +189,7 @@ class _Core:
         self.queued = 0  # texts in `queue`
         self.closed = False
         self.seconds_per_text = 0.0  # moving average, for Retry-After estimates
+        self.cost = CallCostModel()  # touched by the worker thread only
         self.counts = dict.fromkeys(
             ("requests", "texts", "model_calls", "multi", "max_requests", "failed"), 0
         )
@@ -288,8 +292,11 @@ class _Core:
         tokens = [seq for request in requests for seq in request.tokens]
         slots = [(request, pos) for request in requests for pos in range(len(request.tokens))]
         lengths = np.fromiter(map(len, tokens), dtype=np.int64, count=len(tokens))
-        for index in plan_batches(
-            lengths, batch_size=self.max_batch_rows, max_batch_tokens=self.max_batch_tokens
+        for index in plan_min_cost(
+            lengths,
+            max_rows=self.max_batch_rows,
+            max_tokens=self.max_batch_tokens,
+            overhead_tokens=self.cost.overhead_tokens(),
         ):
             # Rows of a request that already failed in an earlier call are not run again.
             alive = [int(i) for i in index if not slots[i][0].failed]
@@ -326,6 +333,7 @@ class _Core:
             self._record(len(rows), batch.input_ids.size, len(members), seconds, ok=False)
             return
         seconds = time.perf_counter() - start
+        self.cost.observe(batch.input_ids.size, seconds)
         for row, i in enumerate(rows):
             request, pos = slots[i]
             request.logits[pos] = logits[row]
@@ -437,6 +445,7 @@ class Batcher:
         with core.lock:
             c = dict(core.counts)
             queued = core.queued
+        overhead = core.cost.overhead_tokens()
         return BatcherStats(
             requests=c["requests"],
             texts=c["texts"],
@@ -445,6 +454,7 @@ class Batcher:
             max_requests_per_call=c["max_requests"],
             failed_calls=c["failed"],
             queued_texts=queued,
+            call_overhead_tokens=round(overhead, 1),
         )
 
     # ------------------------------------------------------------------ submitting
