@@ -35,13 +35,14 @@ How it works::
 from __future__ import annotations
 
 import collections
+import contextlib
 import logging
 import math
 import threading
 import time
 import weakref
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import Future
+from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass
 
 import numpy as np
@@ -155,8 +156,9 @@ class _Request:
         )
 
     def fail(self, error: BaseException) -> None:
-        if not self.failed and not self.future.done():
-            self.failed = True
+        self.failed = True
+        # close(drain=False) and the worker may both fail a request; the first one wins.
+        with contextlib.suppress(InvalidStateError):
             self.future.set_exception(error)
 
 

@@ -20,7 +20,16 @@ print(",".join(heavy) or "none")
 """
 _TRAINING = ("torch", "onnx", "transformers", "matplotlib")
 # The `serve` extra: only clf_runtime.serve.app and the CLI may import it.
-_WEB = ("starlette", "uvicorn", "prometheus_client", "anyio", "httpx", "selenium")
+_WEB = (
+    "starlette",
+    "uvicorn",
+    "prometheus_client",
+    "anyio",
+    "httptools",
+    "uvloop",
+    "httpx",
+    "selenium",
+)
 
 
 def _run(extra: str = "", modules: tuple[str, ...] = _TRAINING + _WEB) -> str:

@@ -104,7 +104,9 @@ class _Server:
         self._warmup: threading.Thread | None = None
         self.metrics = ServeMetrics(lambda: self.batcher.queued_texts if self.batcher else 0)
         self._key_digest = (
-            hashlib.sha256(config.api_key.encode()).digest() if config.api_key else None
+            hashlib.sha256(config.api_key.encode("utf-8", "surrogatepass")).digest()
+            if config.api_key
+            else None
         )
         self.page = resources.files(__package__).joinpath("static/index.html").read_bytes()
         self.model_id = classifier.model_path.parent.name or classifier.model_path.stem
