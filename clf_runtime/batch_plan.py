@@ -33,13 +33,24 @@ class CallCostModel:
     machine can make it so) :meth:`overhead_tokens` returns ``prior_overhead_tokens``.
     """
 
-    def __init__(self, prior_overhead_tokens: float = 64.0, window: int = 64) -> None:
+    def __init__(
+        self, prior_overhead_tokens: float = 64.0, window: int = 64, refit_every: int = 8
+    ) -> None:
         self.prior = float(prior_overhead_tokens)
         self._calls: collections.deque[tuple[int, float]] = collections.deque(maxlen=window)
+        self._refit_every = refit_every
+        self._since_fit = 0
+        self._overhead = self.prior
 
     def observe(self, padded_tokens: int, seconds: float) -> None:
-        """Record one successful model call."""
+        """Record one successful model call (the estimate is refitted every few calls: a fit
+        costs ~0.1 ms, as much as a tiny model's call)."""
         self._calls.append((padded_tokens, seconds))
+        self._since_fit += 1
+        if self._since_fit >= self._refit_every:
+            self._since_fit = 0
+            fitted = self.fit()
+            self._overhead = self.prior if fitted is None else fitted[0] / fitted[1]
 
     def fit(self) -> tuple[float, float] | None:
         """``(a, b)`` in seconds and seconds per padded token, or None when not trustworthy."""
@@ -56,8 +67,7 @@ class CallCostModel:
 
     def overhead_tokens(self) -> float:
         """What one more model call costs, in padded tokens (``a / b``, or the prior)."""
-        fitted = self.fit()
-        return self.prior if fitted is None else fitted[0] / fitted[1]
+        return self._overhead
 
 
 def plan_min_cost(
@@ -71,22 +81,26 @@ def plan_min_cost(
     (stable: equal lengths keep their order). Ties prefer fewer, larger calls.
     """
     order = np.argsort(lengths, kind="stable")
-    sorted_len = np.asarray(lengths, dtype=np.int64)[order]  # (n,) ascending
-    n = len(order)
-    best = np.zeros(n + 1)  # best[j]: lowest cost of rows [0, j)
-    start = np.zeros(n + 1, dtype=np.int64)  # start[j]: first row of the call ending at j
+    sorted_len = np.asarray(lengths, dtype=np.int64)[order].tolist()  # ascending
+    n = len(sorted_len)
+    # Plain Python: a round is tens to thousands of rows and the inner loop is at most
+    # max_rows long; per-row numpy calls would cost more than the arithmetic.
+    best = [0.0] * (n + 1)  # best[j]: lowest cost of rows [0, j)
+    start = [0] * (n + 1)  # start[j]: first row of the last call in that plan
     for j in range(1, n + 1):
-        longest = int(sorted_len[j - 1])
-        # Candidate calls [i, j), largest first; a call may hold rows x longest <= max_tokens.
+        longest = sorted_len[j - 1]
         fit_rows = max(1, min(max_rows, max_tokens // longest, j))
-        first = np.arange(j - fit_rows, j)  # (k,) candidate first rows
-        cost = best[first] + overhead_tokens + (j - first) * longest
-        k = int(np.argmin(cost))  # the first minimum: the largest call among equals
-        best[j], start[j] = cost[k], first[k]
+        # Candidate calls [i, j), largest first: on equal cost the larger call wins.
+        best_cost, best_start = float("inf"), j - 1
+        for i in range(j - fit_rows, j):
+            cost = best[i] + overhead_tokens + (j - i) * longest
+            if cost < best_cost:
+                best_cost, best_start = cost, i
+        best[j], start[j] = best_cost, best_start
     calls: list[np.ndarray] = []
     j = n
     while j > 0:
-        i = int(start[j])
+        i = start[j]
         calls.append(order[i:j])
         j = i
     calls.reverse()

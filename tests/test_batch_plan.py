@@ -82,16 +82,25 @@ def test_sms_like_round_pads_far_less_than_filling_calls() -> None:
 
 
 def test_the_cost_model_learns_the_per_call_overhead() -> None:
-    model = CallCostModel(prior_overhead_tokens=64.0)
+    model = CallCostModel(prior_overhead_tokens=64.0, refit_every=1)
     assert model.overhead_tokens() == 64.0  # nothing seen yet
     for tokens in (100, 200, 400, 800, 1600, 100, 300, 900):
         model.observe(tokens, 0.006 + 0.0002 * tokens)  # 6 ms per call, 0.2 ms per token
     assert model.overhead_tokens() == pytest.approx(30.0)
-    same_size = CallCostModel(prior_overhead_tokens=50.0)
+    same_size = CallCostModel(prior_overhead_tokens=50.0, refit_every=1)
     for _ in range(10):
         same_size.observe(512, 0.1)
     assert same_size.overhead_tokens() == 50.0  # an intercept from one size is a guess
-    implausible = CallCostModel(prior_overhead_tokens=50.0)
+    implausible = CallCostModel(prior_overhead_tokens=50.0, refit_every=1)
     for tokens in (100, 200, 400, 800, 1600, 100, 300, 900):
         implausible.observe(tokens, max(1e-4, -0.01 + 0.0002 * tokens))  # negative intercept
     assert implausible.overhead_tokens() == 50.0
+
+
+def test_the_estimate_is_refitted_every_few_calls() -> None:
+    model = CallCostModel(prior_overhead_tokens=64.0, refit_every=8)
+    for tokens in (100, 200, 400, 800, 1600, 100, 300):
+        model.observe(tokens, 0.006 + 0.0002 * tokens)
+    assert model.overhead_tokens() == 64.0  # 7 calls: not refitted yet
+    model.observe(900, 0.006 + 0.0002 * 900)
+    assert model.overhead_tokens() == pytest.approx(30.0)
