@@ -30,6 +30,7 @@ itself (servers are stopped with SIGTERM at the end, or on error).
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import tempfile
@@ -136,9 +137,12 @@ def plot(payload: dict[str, Any], out_png: Path) -> Path:
     lat.legend(fontsize=7, ncol=2)
     thr.legend(fontsize=8)
     env = payload["environment"]
+    start = payload["settings"].get("load_average_at_start") or [float("nan")]
+    end = env.get("load_average") or [float("nan")]
     fig.suptitle(
         f"clf-serve, GPT-2 small {payload['settings']['precision']}, "
-        f"{payload['settings']['threads']} threads, {env['cpu']['model']}",
+        f"{payload['settings']['threads']} threads, {env['cpu']['model']} "
+        f"(1-min load average {start[0]:.1f} at the start, {end[0]:.1f} at the end)",
         fontsize=10,
     )
     fig.tight_layout()
@@ -210,6 +214,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.quick:
         args.rounds, args.seconds, args.direct_texts = 1, 2.0, 20
     levels = [int(c) for c in args.clients.split(",")]
+    load_at_start = list(os.getloadavg())  # other programs on the machine skew every timing
     tmp = None
     servers: dict[str, ServerProcess] = {}
     try:
@@ -363,6 +368,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "clients": levels,
                 "seconds": args.seconds,
                 "rounds": args.rounds,
+                "load_average_at_start": load_at_start,
                 "texts": "prepare_data('sms-spam', balance=True, seed=123).test (300 texts)",
             },
             "offline": {

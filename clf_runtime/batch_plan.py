@@ -29,8 +29,9 @@ __all__ = ["CallCostModel", "plan_min_cost"]
 class CallCostModel:
     """Seconds of one model call as ``a + b x padded tokens``, fitted on recent calls.
 
-    Until enough calls of different sizes are seen (or when the fit is implausible: a noisy
-    machine can make it so) :meth:`overhead_tokens` returns ``prior_overhead_tokens``.
+    :meth:`overhead_tokens` is ``a / b`` but never less than ``prior_overhead_tokens``, which it
+    also returns until enough calls of different sizes are seen or when the fit is implausible
+    (a noisy machine can make it so).
     """
 
     def __init__(
@@ -50,7 +51,12 @@ class CallCostModel:
         if self._since_fit >= self._refit_every:
             self._since_fit = 0
             fitted = self.fit()
-            self._overhead = self.prior if fitted is None else fitted[0] / fitted[1]
+            # Never below the prior: on a busy machine the fit can come out small, and many
+            # small calls cost more than a little padding (a CPU also runs a call of few rows
+            # less efficiently than a straight line through larger calls predicts).
+            self._overhead = (
+                self.prior if fitted is None else max(self.prior, fitted[0] / fitted[1])
+            )
 
     def fit(self) -> tuple[float, float] | None:
         """``(a, b)`` in seconds and seconds per padded token, or None when not trustworthy."""

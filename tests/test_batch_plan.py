@@ -82,11 +82,15 @@ def test_sms_like_round_pads_far_less_than_filling_calls() -> None:
 
 
 def test_the_cost_model_learns_the_per_call_overhead() -> None:
-    model = CallCostModel(prior_overhead_tokens=64.0, refit_every=1)
-    assert model.overhead_tokens() == 64.0  # nothing seen yet
+    model = CallCostModel(prior_overhead_tokens=16.0, refit_every=1)
+    assert model.overhead_tokens() == 16.0  # nothing seen yet
     for tokens in (100, 200, 400, 800, 1600, 100, 300, 900):
         model.observe(tokens, 0.006 + 0.0002 * tokens)  # 6 ms per call, 0.2 ms per token
     assert model.overhead_tokens() == pytest.approx(30.0)
+    floor = CallCostModel(prior_overhead_tokens=64.0, refit_every=1)
+    for tokens in (100, 200, 400, 800, 1600, 100, 300, 900):
+        floor.observe(tokens, 0.006 + 0.0002 * tokens)
+    assert floor.overhead_tokens() == 64.0  # a fit below the prior is not trusted
     same_size = CallCostModel(prior_overhead_tokens=50.0, refit_every=1)
     for _ in range(10):
         same_size.observe(512, 0.1)
@@ -98,9 +102,9 @@ def test_the_cost_model_learns_the_per_call_overhead() -> None:
 
 
 def test_the_estimate_is_refitted_every_few_calls() -> None:
-    model = CallCostModel(prior_overhead_tokens=64.0, refit_every=8)
+    model = CallCostModel(prior_overhead_tokens=16.0, refit_every=8)
     for tokens in (100, 200, 400, 800, 1600, 100, 300):
         model.observe(tokens, 0.006 + 0.0002 * tokens)
-    assert model.overhead_tokens() == 64.0  # 7 calls: not refitted yet
+    assert model.overhead_tokens() == 16.0  # 7 calls: not refitted yet
     model.observe(900, 0.006 + 0.0002 * 900)
     assert model.overhead_tokens() == pytest.approx(30.0)

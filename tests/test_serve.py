@@ -348,3 +348,15 @@ def test_bad_config_is_one_error_naming_every_flag(clf_int8: Classifier) -> None
         assert flag in message
     too_big = ServeConfig(max_client_batch=600, max_queue=512)
     assert any("--max-client-batch (600)" in p for p in too_big.problems())
+
+
+def test_a_model_path_is_loaded_without_spinning_unless_asked(tiny_export_dir: Path) -> None:
+    key = "session.intra_op.allow_spinning"
+    quiet = create_app(tiny_export_dir, ServeConfig(threads=1))
+    options = quiet.state.clf_server.clf._session.get_session_options()
+    assert options.get_session_config_entry(key) == "0"
+    assert quiet.state.clf_server.info["onnxruntime_spin"] is False
+    spinning = create_app(tiny_export_dir, ServeConfig(threads=1, spin=True))
+    options = spinning.state.clf_server.clf._session.get_session_options()
+    with pytest.raises(RuntimeError, match="does not have configuration"):
+        options.get_session_config_entry(key)  # onnxruntime's default (spinning) applies

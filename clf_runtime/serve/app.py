@@ -124,6 +124,7 @@ class _Server:
                 "onnxruntime": ort.__version__,
                 "python": platform.python_version(),
             },
+            "onnxruntime_spin": config.spin,
             "limits": {
                 "max_batch_tokens": config.max_batch_tokens,
                 "max_batch_requests": config.max_batch_requests,
@@ -413,7 +414,8 @@ def create_app(
     """The ASGI app serving ``model`` (an export directory, a ``.onnx`` file or a loaded
     :class:`~clf_runtime.Classifier`) with the limits of ``config``.
 
-    A path is loaded here, with ``config.providers`` / ``threads`` / ``precision``, so a bad
+    A path is loaded here, with ``config.providers`` / ``threads`` / ``precision`` / ``spin``,
+    so a bad
     model fails now (:class:`~clf_runtime.ModelLoadError`), not on the first request. The
     batcher starts, and the model warms up, when the app's lifespan starts; ``GET /health``
     answers 200 once that is done. Raises
@@ -425,7 +427,11 @@ def create_app(
         classifier = model
     else:
         classifier = Classifier.load(
-            model, providers=config.providers, threads=config.threads, precision=config.precision
+            model,
+            providers=config.providers,
+            threads=config.threads,
+            precision=config.precision,
+            spin=config.spin,
         )
     server = _Server(classifier, config)
     routes = [

@@ -90,6 +90,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="onnxruntime intra-op threads (default: every CPU; one model call runs at a time)",
     )
+    p.add_argument(
+        "--spin",
+        action="store_true",
+        help="let onnxruntime's threads busy-wait between model calls (default off: frees the "
+        "cores for the event loop and other programs)",
+    )
     b = p.add_argument_group("batching and limits")
     b.add_argument(
         "--max-batch-tokens",
@@ -161,6 +167,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         precision=args.precision,
         providers=args.providers,
         threads=args.threads,
+        spin=args.spin,
         max_batch_tokens=args.max_batch_tokens,
         max_batch_requests=args.max_batch_requests,
         max_wait_ms=args.max_wait_ms,
@@ -193,6 +200,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             providers=config.providers,
             threads=config.threads,
             precision=config.precision,
+            spin=config.spin,
         )
     except ClassifierError as e:
         print(f"clf-serve: error: {e}", file=sys.stderr)

@@ -33,6 +33,11 @@ class ServeConfig:
     threads: int | None = None
     """onnxruntime intra-op threads (--threads); default every CPU: one model call runs at a
     time, so it should use them all."""
+    spin: bool = False
+    """Let onnxruntime's intra-op threads busy-wait between model calls (--spin). Off by
+    default: spinning threads take the cores the event loop and other programs need (measured
+    2x the CPU per text on a busy machine); on a dedicated machine it may save a little
+    latency."""
     max_batch_tokens: int = 8192
     """Most padded tokens (rows x longest text) in one model call (--max-batch-tokens)."""
     max_batch_requests: int = 32
