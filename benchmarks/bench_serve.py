@@ -15,9 +15,9 @@ server gets a pass of ``--seconds`` (after 1 s of unmeasured warm-up); passes ar
 server by server, round by round (order reversed every other round), and the medians over
 rounds are quoted. Each round also times, in this process, offline ``predict_proba`` on the 300
 texts (one call, the runtime batches them) and single-text ``predict_proba([text])`` calls
-(the "direct" latency). Every answer is checked against offline ``predict_proba`` (max |prob
-diff|, label agreement). Outputs: ``results/serve.json`` and ``results/serve.png`` (latency and
-throughput vs load).
+(the "direct" latency), with clf-serve's session settings (``spin=False``). Every answer is
+checked against offline ``predict_proba`` (max |prob diff|, label agreement). Outputs:
+``results/serve.json`` and ``results/serve.png`` (latency and throughput vs load).
 
 Targets: at 64 clients, ``on`` >= 3x the texts/s of batching off and >= 80 % of offline
 throughput; at 1 client, ``on`` p50 within 1.5 ms of the direct call.
@@ -229,8 +229,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         texts, _, _ = common.sms_test_split()
         from clf_runtime import Classifier
 
+        # The same session settings as clf-serve (spin=False), so that "direct" and "offline"
+        # differ from the server only by what serving adds.
         clf = Classifier.load(
-            export, providers="cpu", threads=args.threads, precision=args.precision
+            export, providers="cpu", threads=args.threads, precision=args.precision, spin=False
         )
         labels = list(clf.labels)
         expected = clf.predict_proba(texts)

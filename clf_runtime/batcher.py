@@ -376,7 +376,8 @@ class Batcher:
 
     Results equal ``classifier.predict_proba`` on the same texts (up to float rounding: a
     text's result does not depend on its batch mates). One worker thread runs the model, so
-    give the classifier every core (``threads=None``). Options:
+    give the classifier every core (``threads=None``), and load it with ``spin=False`` when
+    the process has other work to do between calls (as a server has). Options:
 
     - ``max_batch_tokens``: most padded tokens (rows x longest) in one model call;
     - ``max_batch_rows``: most texts in one model call;
