@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import random
 import threading
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -241,31 +242,46 @@ def test_unknown_route_and_method_are_json(server: ThreadedServer) -> None:
     assert r.status_code == 405 and "GET is not allowed" in r.json()["error"]
 
 
-def test_full_queue_gets_429_with_retry_after(clf_int8: Classifier) -> None:
-    # The batcher waits up to 1 s for a full batch of 64, so the first request's 4 texts sit
-    # in the queue (max 4 texts) and the next request finds it full.
-    config = ServeConfig(max_queue=4, max_client_batch=4, max_batch_requests=64, max_wait_ms=1000)
-    with ThreadedServer(create_app(clf_int8, config)) as srv:
-        first: dict[str, httpx.Response] = {}
-        sender = threading.Thread(
-            target=lambda: first.update(
-                r=httpx.post(f"{srv.url}/predict", json={"inputs": ["a"] * 4}, timeout=30)
-            )
-        )
-        sender.start()
+def test_full_queue_gets_429_with_retry_after(
+    tiny_export_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clf = Classifier.load(tiny_export_dir, providers="cpu", threads=1, precision="int8")
+    config = ServeConfig(max_queue=4, max_client_batch=4)
+    with ThreadedServer(create_app(clf, config)) as srv:
+        # Hold the model: the first request is taken by the worker and waits inside its model
+        # call; the second fills the queue (4 texts); the third finds it full. No timing race.
+        entered, release = threading.Event(), threading.Event()
+        real = clf.run_logits
+
+        def held(input_ids: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+            entered.set()
+            release.wait(30)
+            return real(input_ids, lengths)
+
+        monkeypatch.setattr(clf, "run_logits", held)
+        answers: dict[int, httpx.Response] = {}
+
+        def send(k: int) -> None:
+            answers[k] = httpx.post(f"{srv.url}/predict", json={"inputs": ["a"] * 4}, timeout=60)
+
+        senders = [threading.Thread(target=send, args=(k,)) for k in range(2)]
         try:
-            deadline = 200
+            senders[0].start()
+            assert entered.wait(30), "the first request never reached the model"
+            senders[1].start()
+            deadline = time.monotonic() + 30
             while metric(httpx.get(f"{srv.url}/metrics").text, "clf_queue_depth") < 4:
-                deadline -= 1
-                assert deadline > 0, "the first request never reached the queue"
-                threading.Event().wait(0.01)
+                assert time.monotonic() < deadline, "the second request never reached the queue"
+                time.sleep(0.01)
             r = httpx.post(f"{srv.url}/predict", json={"inputs": "one more"})
         finally:
-            sender.join(30)
+            release.set()
+            for t in senders:
+                t.join(60)
         assert r.status_code == 429, r.text
         assert int(r.headers["retry-after"]) >= 1
         assert "retry later" in r.json()["error"] and r.json()["error_type"] == "overloaded"
-        assert first["r"].status_code == 200  # the queued request was served
+        assert [answers[k].status_code for k in range(2)] == [200, 200]  # both were served
         assert_healthy(srv)
 
 

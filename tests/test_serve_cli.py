@@ -54,10 +54,10 @@ def start_server(export: Path, *flags: str) -> tuple[subprocess.Popen[str], str,
 def test_sigterm_finishes_every_request_in_flight(tiny_export_dir: Path) -> None:
     texts = [f"in flight {i} " * (i + 1) for i in range(8)]
     expected = Classifier.load(tiny_export_dir, providers="cpu", threads=1).predict_proba(texts)
-    # Batches wait up to 3 s for 64 texts: the 8 requests below sit in the queue, in flight,
+    # Batches wait up to 5 s for 64 texts: the 8 requests below sit in the queue, in flight,
     # when SIGTERM arrives.
     proc, url, log = start_server(
-        tiny_export_dir, "--threads", "1", "--max-wait-ms", "3000", "--max-batch-requests", "64"
+        tiny_export_dir, "--threads", "1", "--max-wait-ms", "5000", "--max-batch-requests", "64"
     )
     try:
         wait_healthy(url)
