@@ -74,6 +74,8 @@ def test_ray_module_explains_a_missing_ray(monkeypatch: pytest.MonkeyPatch) -> N
     monkeypatch.setitem(sys.modules, "ray.data", None)
     with pytest.raises(ClassifierError, match=r"pip install 'gpt-clf\[ray\]'"):
         clf_runtime.ray.read_dataset([])
+
+
 def test_serve_config_and_cli_import_without_the_web_stack() -> None:
     # The CLI checks for the extra before importing it, to print an install hint.
     assert _run("from clf_runtime.serve import ServeConfig, cli") == "none"
