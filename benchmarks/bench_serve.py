@@ -87,9 +87,11 @@ def check_answers(res: PassResult, expected: np.ndarray, labels: Sequence[str]) 
 
 def offline_padding(clf: Any, texts: Sequence[str]) -> float:
     """Padded tokens per text of offline ``predict_proba(texts)`` (its own batch plan)."""
-    from clf_runtime.batching import plan_batches, tokenize
+    from clf_runtime.batching import plan_batches
+    from clf_runtime.tokenizer import encode_batch
 
-    lengths = np.array([len(t) for t in tokenize(list(texts), clf.metadata.max_length)])
+    tokens = encode_batch(list(texts), max_length=clf.metadata.max_length)
+    lengths = np.array([len(t) for t in tokens])
     calls = plan_batches(lengths, batch_size=32, max_batch_tokens=8192)
     return round(sum(len(c) * int(lengths[c].max()) for c in calls) / len(texts), 2)
 

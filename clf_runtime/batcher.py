@@ -53,10 +53,10 @@ from .batching import (
     iter_text_chunks,
     pad_batch,
     softmax,
-    tokenize,
 )
 from .classifier import Classifier, Prediction
 from .errors import BatcherClosedError, ClassifierError, QueueFullError
+from .tokenizer import encode_batch
 
 __all__ = ["BatchRecord", "BatchedResult", "Batcher", "BatcherStats"]
 
@@ -471,7 +471,7 @@ class Batcher:
         max_length = self._classifier.metadata.max_length
         out: list[list[int]] = []
         for chunk in iter_text_chunks(texts, CHUNK_SIZE):
-            out.extend(tokenize(chunk, max_length))
+            out.extend(encode_batch(chunk, max_length=max_length))
         return out
 
     def submit(

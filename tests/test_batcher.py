@@ -98,9 +98,9 @@ def test_queued_requests_share_model_calls(int8: Classifier) -> None:
 
 
 def token_lists(clf: Classifier, texts: list[str]) -> list[list[int]]:
-    from clf_runtime.batching import tokenize
+    from clf_runtime.tokenizer import encode_batch
 
-    return tokenize(texts, clf.metadata.max_length)
+    return encode_batch(texts, max_length=clf.metadata.max_length)
 
 
 def test_long_list_is_split_under_both_limits_and_reassembled(int8: Classifier) -> None:

@@ -130,9 +130,9 @@ def test_classify_route_is_vllm_shaped(server: ThreadedServer, clf_int8: Classif
 
 
 def clf_int8_tokens(clf: Classifier, texts: list[str]) -> list[list[int]]:
-    from clf_runtime.batching import tokenize
+    from clf_runtime.tokenizer import encode_batch
 
-    return tokenize(texts, clf.metadata.max_length)
+    return encode_batch(texts, max_length=clf.metadata.max_length)
 
 
 def test_long_client_list_is_split_and_reassembled(clf_int8: Classifier) -> None:
@@ -308,9 +308,9 @@ def test_a_failing_batch_gets_500_and_the_server_keeps_serving(
     tiny_export_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     clf = Classifier.load(tiny_export_dir, providers="cpu", threads=1, precision="int8")
-    from clf_runtime.batching import tokenize
+    from clf_runtime.tokenizer import encode_batch
 
-    poison = tokenize(["POISON PILL"], MAX_LENGTH)[0]
+    poison = encode_batch(["POISON PILL"], max_length=MAX_LENGTH)[0]
     real = clf.run_logits
 
     def run_logits(input_ids: np.ndarray, lengths: np.ndarray) -> np.ndarray:

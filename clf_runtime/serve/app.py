@@ -55,9 +55,9 @@ from starlette.routing import Route
 
 from .._version import __version__
 from ..batcher import BatchedResult, Batcher
-from ..batching import tokenize
 from ..classifier import Classifier
 from ..errors import BatcherClosedError, ClassifierError, QueueFullError
+from ..tokenizer import encode_batch
 from .config import ServeConfig
 from .errors import ApiError
 from .metrics import CONTENT_TYPE_LATEST, ServeMetrics
@@ -168,7 +168,8 @@ class _Server:
         rows = min(c.max_batch_requests, 8)
         width = max(1, min(max_length, 64, c.max_batch_tokens // rows))
         try:
-            tokenize(["warm up the tokenizer"], max_length)  # builds the BPE tables once
+            # Builds the BPE tables once, before the first request pays for it.
+            encode_batch(["warm up the tokenizer"], max_length=max_length)
             for n, length in ((1, min(8, max_length)), (rows, width)):
                 ids = np.full((n, length), _WARMUP_TOKEN, dtype=np.int64)  # (B, T)
                 self.clf.run_logits(ids, np.full((n,), length, dtype=np.int64))
@@ -291,12 +292,12 @@ class _Server:
     def _tokenize(self, texts: list[str], truncate: bool) -> list[list[int]]:
         max_length = self.clf.metadata.max_length
         if truncate:
-            return tokenize(texts, max_length)
+            return encode_batch(texts, max_length=max_length)
         # One token more than the model takes tells which texts are too long. For every text
-        # that fits, the result equals tokenize(texts, max_length): the character cut made
+        # that fits, the result equals encode_batch(texts, max_length=max_length): the cut made
         # before tokenizing only touches texts of more than max_length * 128 characters, and
         # those always have more than max_length tokens (a GPT-2 token is <= 66 characters).
-        tokens = tokenize(texts, max_length + 1)
+        tokens = encode_batch(texts, max_length=max_length + 1)
         too_long = [i for i, seq in enumerate(tokens) if len(seq) > max_length]
         if too_long:
             raise ApiError(
