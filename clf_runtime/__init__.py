@@ -15,13 +15,24 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from ._version import __version__
-from .errors import ClassifierError, InvalidInputError, MetadataError, ModelLoadError
+from .errors import (
+    BatcherClosedError,
+    ClassifierError,
+    InvalidInputError,
+    MetadataError,
+    ModelLoadError,
+    QueueFullError,
+)
 
 if TYPE_CHECKING:
+    from .batcher import BatchedResult, Batcher
     from .classifier import Classifier, Prediction
     from .metadata import ModelMetadata
 
 __all__ = [
+    "BatchedResult",
+    "Batcher",
+    "BatcherClosedError",
     "Classifier",
     "ClassifierError",
     "InvalidInputError",
@@ -29,10 +40,17 @@ __all__ = [
     "ModelLoadError",
     "ModelMetadata",
     "Prediction",
+    "QueueFullError",
     "__version__",
 ]
 
-_LAZY = {"Classifier": "classifier", "Prediction": "classifier", "ModelMetadata": "metadata"}
+_LAZY = {
+    "BatchedResult": "batcher",
+    "Batcher": "batcher",
+    "Classifier": "classifier",
+    "Prediction": "classifier",
+    "ModelMetadata": "metadata",
+}
 
 
 def __getattr__(name: str) -> Any:

@@ -94,6 +94,7 @@ class Classifier:
         providers: str | Sequence[str] = "auto",
         threads: int | None = None,
         precision: str | None = None,
+        spin: bool = True,
     ) -> Classifier:
         """Load an exported model: a ``.onnx`` file or an export directory.
 
@@ -101,10 +102,12 @@ class Classifier:
         or a list of onnxruntime provider names, honoured as given. From a directory the file
         is ``model.fp16.onnx`` on CUDA, ``model.int8.onnx`` on CPU, else ``model.onnx``;
         ``precision`` (``"fp32"``, ``"int8"``, ``"fp16"``) overrides that. ``threads``: intra-op
-        threads (default: every CPU). Raises :class:`~clf_runtime.errors.ModelLoadError`.
+        threads (default: every CPU). ``spin=False``: intra-op threads sleep instead of
+        busy-waiting between runs (see :func:`~clf_runtime.session.session_options`; servers
+        use it). Raises :class:`~clf_runtime.errors.ModelLoadError`.
         """
         session, metadata, file = open_session(
-            path, providers=providers, threads=threads, precision=precision
+            path, providers=providers, threads=threads, precision=precision, spin=spin
         )
         return cls(session, metadata, file)
 

@@ -112,8 +112,15 @@ def resolve_providers(providers: str | Sequence[str]) -> list[str]:
     return names
 
 
-def session_options(threads: int | None) -> ort.SessionOptions:
-    """Explicit options: ``threads`` intra-op threads (default: all CPUs), one inter-op thread."""
+def session_options(threads: int | None, *, spin: bool = True) -> ort.SessionOptions:
+    """Explicit options: ``threads`` intra-op threads (default: all CPUs), one inter-op thread.
+
+    ``spin=False`` stops the intra-op threads from busy-waiting for work between parallel
+    sections and after a run (onnxruntime's default is to spin): cores stay free for the
+    other threads of the process (a server's event loop) and for other programs. Measured on a
+    busy 2-core machine, GPT-2 small int8, one text per call: 24 instead of 48 ms of CPU per
+    text, and lower wall time too.
+    """
     if threads is None:
         threads = os.cpu_count() or 1
     if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
@@ -123,6 +130,8 @@ def session_options(threads: int | None) -> ort.SessionOptions:
     opts.inter_op_num_threads = 1
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    if not spin:
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return opts
 
 
@@ -363,16 +372,17 @@ def create_session(
     providers: Sequence[str],
     threads: int | None = None,
     log_severity_level: int | None = None,
+    spin: bool = True,
 ) -> ort.InferenceSession:
     """A bare onnxruntime session for the file at ``path`` with :func:`session_options`.
 
     ``providers`` are onnxruntime provider names, used as given (see
     :func:`resolve_providers`); ``log_severity_level`` (0 verbose ... 4 fatal, e.g.
-    :data:`QUIET`) applies to this session only. No file choice, metadata or signature check:
-    :func:`open_session` does those. Raises :class:`ModelLoadError` when onnxruntime cannot
-    load the file.
+    :data:`QUIET`) applies to this session only; ``spin`` as in :func:`session_options`. No
+    file choice, metadata or signature check: :func:`open_session` does those. Raises
+    :class:`ModelLoadError` when onnxruntime cannot load the file.
     """
-    options = session_options(threads)
+    options = session_options(threads, spin=spin)
     if log_severity_level is not None:
         options.log_severity_level = log_severity_level
     try:
@@ -390,6 +400,7 @@ def open_session(
     providers: str | Sequence[str] = "auto",
     threads: int | None = None,
     precision: str | None = None,
+    spin: bool = True,
 ) -> tuple[ort.InferenceSession, ModelMetadata, Path]:
     """Open a model file or export directory; return (session, metadata, file path).
 
@@ -401,7 +412,7 @@ def open_session(
     names = resolve_providers(providers)
     file = _choose_file(Path(path), precision, names[0])
     check_external_data(file)
-    session = create_session(file, providers=names, threads=threads)
+    session = create_session(file, providers=names, threads=threads, spin=spin)
     actual = session.get_providers()[0]
     if names[0] == CUDA and actual != CUDA:
         if CPU not in names:
@@ -414,7 +425,7 @@ def open_session(
         if cpu_file != file:  # e.g. fp16 chosen for CUDA: reopen the CPU choice (int8)
             file = cpu_file
             check_external_data(file)
-            session = create_session(file, providers=[CPU], threads=threads)
+            session = create_session(file, providers=[CPU], threads=threads, spin=spin)
     source = repr(str(file))
     metadata = ModelMetadata.from_props(session.get_modelmeta().custom_metadata_map, source=source)
     if metadata.tokenizer != TOKENIZER_NAME:
