@@ -3,13 +3,16 @@
     clf-export RUN_DIR --out DIR [--quantize] [--fp16]
     clf-export --state-dict FILE.pth --labels ham,spam [--model gpt2] --out DIR [--quantize]
 
-Exit status 0 on success; 1 when the export fails (nothing is left in DIR); 2 on bad usage.
+Each stage (load, trace, parity, int8, fp16, evaluation, write) is reported on stderr with
+its seconds; the summary goes to stdout. Exit status 0 on success; 1 when the export fails
+(nothing is left in DIR); 2 on bad usage.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib.util
+import logging
 import sys
 from collections.abc import Sequence
 from dataclasses import fields
@@ -29,6 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     field, and its default that field's default.
     """
     from clf_runtime.contract import EXPORT_REPORT_FILE, MODEL_FILES, SPLITS
+    from clf_train.presets import MODELS
 
     from .options import DEFAULT_MAX_LENGTH, FP16, INT8, INT8_FORMATS, TEST_SPLIT, ExportOptions
 
@@ -41,7 +45,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir", nargs="?", help="run directory written by clf-train")
     p.add_argument("--out", required=True, help="export directory to create")
     p.add_argument("--state-dict", help="finetuned chapter-6 state dict (.pth) instead of RUN_DIR")
-    p.add_argument("--model", help="with --state-dict: GPT-2 size to check the file against")
+    p.add_argument(
+        "--model",
+        choices=MODELS,
+        metavar="NAME",
+        help=f"with --state-dict: the model shape to check the file against ({', '.join(MODELS)})",
+    )
     p.add_argument("--labels", help="with --state-dict: label names in logit order, e.g. ham,spam")
     p.add_argument("--quantize", action="store_true", help=f"also write {MODEL_FILES[INT8]}")
     p.add_argument("--fp16", action="store_true", help=f"also write {MODEL_FILES[FP16]}")
@@ -147,7 +156,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from .errors import ExportError
     from .onnx_export import export_run, export_state_dict
+    from .progress import PROGRESS_LOGGER
 
+    # The stages (load, trace, parity, int8, fp16, evaluation, write) with their seconds.
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("clf-export: %(message)s"))
+    progress = logging.getLogger(PROGRESS_LOGGER)
+    progress.addHandler(handler)
+    progress.setLevel(logging.INFO)
     try:
         options = _options(args).validate()
         if args.state_dict is not None:
@@ -160,6 +176,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ExportError, TrainError) as e:  # the two error roots: one line, exit 1
         print(f"clf-export: error: {e}", file=sys.stderr)
         return 1
+    finally:
+        progress.removeHandler(handler)
     print(_summary(report))
     return 0
 

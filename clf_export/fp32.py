@@ -33,6 +33,7 @@ from .errors import ExportError
 from .fusions import fold_weight_transforms, fuse_tanh_gelu
 from .options import FP32, ExportOptions
 from .parity import ProbeLogits, check_parity, make_session, parity_inputs
+from .progress import stage
 from .staging import StagedModels
 
 __all__ = ["EXPORTER", "EXPORTER_WHY", "Fp32Export", "export_fp32"]
@@ -135,29 +136,31 @@ def export_fp32(
     """
     import onnx
 
-    traced = staged.scratch / "trace"
-    traced.mkdir()
-    _trace(model, traced / "traced.onnx", opset=options.opset)
-    proto = onnx.load(str(traced / "traced.onnx"))
-    shutil.rmtree(traced)  # with the external data the exporter wrote beside it
-    fold_weight_transforms(proto)
-    # The exporter's value_info shape hints are optional, and onnx's file-based shape
-    # inference (run before the fp16 conversion) rejects some of them as inconsistent.
-    del proto.graph.value_info[:]
-    unfused = None
-    if options.fp16:
-        # fp16 is converted from the graph before the onnxruntime-only fusions; saving with
-        # external data moves the tensors out of `proto`, so it is read back then.
-        unfused = staged.scratch / "unfused.onnx"
-        if staged.save(proto, unfused):
-            proto = onnx.load(str(unfused))
-    fuse_tanh_gelu(proto)
-    path = staged.write(proto, FP32)
-    del proto
-    session = make_session(path, threads=options.threads)
-    probes = ProbeLogits.run(
-        session,
-        parity_inputs(max_length, vocab_size=model.cfg.vocab_size, pad_token_id=END_OF_TEXT_ID),
-    )
-    parity = check_parity(probes, model, tolerance=options.parity_tolerance)
+    with stage("trace", f"tracing to ONNX opset {options.opset}, folding, fusing, saving fp32"):
+        traced = staged.scratch / "trace"
+        traced.mkdir()
+        _trace(model, traced / "traced.onnx", opset=options.opset)
+        proto = onnx.load(str(traced / "traced.onnx"))
+        shutil.rmtree(traced)  # with the external data the exporter wrote beside it
+        fold_weight_transforms(proto)
+        # The exporter's value_info shape hints are optional, and onnx's file-based shape
+        # inference (run before the fp16 conversion) rejects some of them as inconsistent.
+        del proto.graph.value_info[:]
+        unfused = None
+        if options.fp16:
+            # fp16 is converted from the graph before the onnxruntime-only fusions; saving
+            # with external data moves the tensors out of `proto`, so it is read back then.
+            unfused = staged.scratch / "unfused.onnx"
+            if staged.save(proto, unfused):
+                proto = onnx.load(str(unfused))
+        fuse_tanh_gelu(proto)
+        path = staged.write(proto, FP32)
+        del proto
+    with stage("parity", "comparing fp32 onnxruntime logits with torch at probe shapes"):
+        session = make_session(path, threads=options.threads)
+        inputs = parity_inputs(
+            max_length, vocab_size=model.cfg.vocab_size, pad_token_id=END_OF_TEXT_ID
+        )
+        probes = ProbeLogits.run(session, inputs)
+        parity = check_parity(probes, model, tolerance=options.parity_tolerance)
     return Fp32Export(path, parity, probes, unfused), session

@@ -23,6 +23,7 @@ from typing import Any
 
 from clf_runtime._version import __version__
 from clf_runtime.metadata import ModelMetadata
+from clf_runtime.paths import OutputPathError, check_output_path
 from clf_runtime.tokenizer import END_OF_TEXT_ID, TOKENIZER_NAME
 
 from .errors import ExportError
@@ -38,11 +39,24 @@ from .options import (
     ExportOptions,
     resolve_options,
 )
+from .progress import stage
 from .quantize import export_int8
 from .report import ExportReport
 from .staging import StagedModels, commit_export, staging_dir
 
 __all__ = ["export_model", "export_run", "export_state_dict"]
+
+
+def _check_out_dir(out_dir: str | os.PathLike[str]) -> Path:
+    """``out_dir`` as a Path, refused before any work if it cannot become a directory.
+
+    The shared check of every CLI's output path (:func:`clf_runtime.paths.check_output_path`);
+    an existing export in it is :func:`clf_export.staging.staging_dir`'s case (--overwrite).
+    """
+    try:
+        return check_output_path(out_dir, flag="--out", kind="dir")
+    except OutputPathError as e:
+        raise ExportError(str(e)) from e
 
 
 def _check_model(model: Any, labels: list[str], pooling: str | None, max_length: int) -> None:
@@ -88,7 +102,7 @@ def export_model(
     left in ``out_dir``.
     """
     opts = resolve_options(options, changes)
-    out_dir = Path(out_dir)
+    out_dir = _check_out_dir(out_dir)
     labels = list(labels)
     max_length = opts.max_length or min(DEFAULT_MAX_LENGTH, model.cfg.context_length)
     _check_model(model, labels, pooling, max_length)
@@ -116,29 +130,36 @@ def export_model(
             fp32, sessions[FP32] = export_fp32(model, staged, opts, max_length=max_length)
             int8_info = fp16_info = None
             if opts.quantize:
-                int8_info, sessions[INT8] = export_int8(staged, fp32, opts)
+                with stage("int8", "quantizing to per-row int8 and checking it"):
+                    int8_info, sessions[INT8] = export_int8(staged, fp32, opts)
             if fp32.unfused is not None:  # kept exactly when opts.fp16
-                fp16_info, sessions[FP16] = export_fp16(staged, fp32.unfused, fp32.probes, opts)
+                with stage("fp16", "converting to fp16 and checking it"):
+                    fp16_info, sessions[FP16] = export_fp16(staged, fp32.unfused, fp32.probes, opts)
             staged.drop_scratch()
-            evaluation = evaluate_sessions(
-                {p: s for p, s in sessions.items() if s is not None}, eval_tokens
-            )
+            live = {p: s for p, s in sessions.items() if s is not None}
+            if eval_tokens is None:
+                evaluation = evaluate_sessions(live, None)  # records why it was skipped
+            else:
+                n = len(eval_tokens.token_ids)
+                with stage("evaluation", f"accuracy of {', '.join(live)} on {n:,} held-out texts"):
+                    evaluation = evaluate_sessions(live, eval_tokens)
             sessions.clear()  # frees the sessions' memory before the files are hashed and moved
-            report = ExportReport(
-                out_dir=str(out_dir),
-                source=source,
-                labels=labels,
-                max_length=max_length,
-                pooling=model.pooling,
-                pad_token_id=END_OF_TEXT_ID,
-                exporter={"name": EXPORTER, "opset": opts.opset, "why": EXPORTER_WHY},
-                models=staged.describe(),
-                parity=fp32.parity,
-                int8=int8_info,
-                fp16=fp16_info,
-                evaluation=evaluation,
-            )
-            commit_export(tmp, out_dir, staged.names, report)
+            with stage("write", f"hashing the files and moving them into {out_dir}"):
+                report = ExportReport(
+                    out_dir=str(out_dir),
+                    source=source,
+                    labels=labels,
+                    max_length=max_length,
+                    pooling=model.pooling,
+                    pad_token_id=END_OF_TEXT_ID,
+                    exporter={"name": EXPORTER, "opset": opts.opset, "why": EXPORTER_WHY},
+                    models=staged.describe(),
+                    parity=fp32.parity,
+                    int8=int8_info,
+                    fp16=fp16_info,
+                    evaluation=evaluation,
+                )
+                commit_export(tmp, out_dir, staged.names, report)
     finally:
         model.train(was_training)
     return report
@@ -162,8 +183,10 @@ def export_run(
     from clf_train.run_dir import load_run
 
     opts = resolve_options(options, changes)
+    _check_out_dir(out_dir)  # before the (slow) load
     run_dir = Path(run_dir)
-    model, run_cfg = load_run(run_dir)
+    with stage("load", f"reading the run {run_dir}"):
+        model, run_cfg = load_run(run_dir)
     return export_model(
         model,
         run_cfg.labels,
@@ -186,7 +209,9 @@ def export_state_dict(
 ) -> ExportReport:
     """Export a finetuned chapter-6 state dict (``clf-export --state-dict FILE --labels ...``).
 
-    ``model`` (``gpt2`` ... ``gpt2-xl``) is checked against the file's shapes when given. The
+    ``model`` (a preset name: ``gpt2`` ... ``gpt2-xl``, ``gpt2-tiny``, ``gpt2-mini``) is checked
+    against the file's shapes when given, and gives the number of attention heads (which
+    tensor shapes do not show); a ``config.json`` beside a ``.safetensors`` file does too. The
     file must hold the classification head ``out_head`` with one row per label. Pooling is
     ``last`` (the last real token); ``max_length`` defaults to min(256, context length).
     ``changes`` are :class:`ExportOptions` fields applied on top of ``options``. Raises
@@ -195,13 +220,15 @@ def export_state_dict(
     from clf_train.pretrained import build_classifier, load_pretrained
 
     opts = resolve_options(options, changes)
+    _check_out_dir(out_dir)  # before the (slow) load
     if opts.eval_split is not None:
         raise ExportError(
             f"--eval-split {opts.eval_split} names a run split, but a state dict has no run "
             "directory; pass --eval-data FILE instead"
         )
     labels = list(labels)
-    pretrained = load_pretrained(model=model, weights=state_dict)
+    with stage("load", f"reading the state dict {state_dict}"):
+        pretrained = load_pretrained(model=model, weights=state_dict, weights_flag="--state-dict")
     cfg = pretrained.config
     head = pretrained.head
     if head is None:

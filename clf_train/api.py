@@ -44,6 +44,7 @@ from clf_runtime.contract import (
     SPLIT_DIR,
     SPLITS,
 )
+from clf_runtime.paths import OutputPathError, check_output_path
 from clf_runtime.tokenizer import encode_batch
 
 from .checkpoint import has_setup, load_checkpoint, read_setup, remove_checkpoint, write_setup
@@ -51,6 +52,7 @@ from .config import TrainConfig, parse_trainable
 from .distributed import World, check_world_size, init_world
 from .errors import ConfigError, TrainError, TrainingError
 from .frozen_cache import CACHE_BUDGET_BYTES, apply_trainable, build_store
+from .lengths import token_length_report
 from .metrics import metrics_from_confusion
 from .model import PRESETS, GPTClassifier, GPTConfig, init_weights
 from .plots import plot_history
@@ -117,8 +119,12 @@ def _device(name: str) -> torch.device:
 
 
 def _check_out_dir(out: Path, *, overwrite: bool) -> None:
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"--out {out} exists and is not a directory; choose another path")
+    # The shared check of every CLI's output path (a file in the way, a parent that is a file,
+    # no write permission); a non-empty directory is this command's own case (--resume).
+    try:
+        check_output_path(out, flag="--out", kind="dir")
+    except OutputPathError as e:
+        raise ConfigError(str(e)) from e
     if out.is_dir() and any(out.iterdir()) and not overwrite:
         raise ConfigError(
             f"--out {out} already exists and is not empty; pass --overwrite to replace its run "
@@ -246,28 +252,36 @@ def _prepare_new(config: TrainConfig, world: World) -> _Prepared:
         balance=cfg.balance,
         seed=cfg.seed,
     )
-    for w in data.warnings:
-        logger.warning("%s", w)
     model, source = _build_model(cfg, len(data.label_names))
     _check_trainable(cfg, model)
     max_length = _max_length(cfg, model.cfg)
+    splits = {name: getattr(data, name) for name in SPLITS}
+    tokens, token_warnings = token_length_report(
+        {name: part.texts for name, part in splits.items()},
+        max_length=max_length,
+        context_length=model.cfg.context_length,
+    )
+    data_report = {**data.report, "tokens": tokens}
+    data_warnings = [*data.warnings, *token_warnings]
+    warnings = [*data_warnings, *cfg.advice()]
+    for w in warnings:
+        logger.warning("%s", w)
 
     # Everything that can refuse has run: now the run directory may exist.
     if out.is_dir():
         _clear_run_files(out)
     out.mkdir(parents=True, exist_ok=True)
-    splits = {name: getattr(data, name) for name in SPLITS}
     for name, part in splits.items():
         write_split(out, name, part.texts, part.labels)
-    atomic_write_json(out / DATA_REPORT_FILE, {**data.report, "warnings": list(data.warnings)})
+    atomic_write_json(out / DATA_REPORT_FILE, {**data_report, "warnings": data_warnings})
     setup = {
         "config": cfg.to_dict(),
         "labels": list(data.label_names),
         "max_length": max_length,
         "init_source": source,
         "model_config": model.cfg.to_dict(),
-        "data_report": data.report,
-        "warnings": list(data.warnings),
+        "data_report": data_report,
+        "warnings": warnings,
         # Resuming needs the same number of processes (clf_train.distributed.check_world_size).
         "world_size": world.size,
     }
@@ -416,7 +430,7 @@ def _run(
         save_weights(run_dir / RUN_WEIGHTS_FILE, model, run_config=run_config)
         atomic_write_json(run_dir / METRICS_FILE, metrics)
         atomic_write_json(run_dir / HISTORY_FILE, history)
-        plot_history(run_dir, state.history)
+        plot_history(run_dir, state.history, best_epoch=state.best_epoch)
         run_config.write(run_dir)  # last: config.json + model.safetensors mark a finished run
         remove_checkpoint(run_dir)
     # No rank reports success before the run directory is complete.

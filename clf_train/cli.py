@@ -34,7 +34,9 @@ from .config import (
     PRESET_ARGS,
     PRETRAINED_EPOCHS,
     PRETRAINED_LR,
+    PRETRAINED_TRAINABLE,
     RANDOM_LR,
+    RANDOM_TRAINABLE,
     ConfigError,
     TrainConfig,
     one_of,
@@ -47,7 +49,9 @@ __all__ = ["build_parser", "main"]
 # What the epilog says about each --preset; the flags it stands for come from PRESET_ARGS.
 _PRESET_HELP = {
     "sms-demo": "Offline demo: trains a small GPT from scratch on the balanced SMS Spam "
-    "Collection: >= 92 % test accuracy in a few minutes on 2 CPU cores.",
+    "Collection. Measured (README): test accuracy 0.9533 (n=300) with the full UCI file "
+    "($CLF_DATA_DIR, the cache or the download), 0.9264 (n=258) with the offline 4,862-message "
+    "copy; 527-590 s on 2 CPU cores shared with other jobs.",
 }
 
 # The flags that may be given again with --resume, by argparse dest: they change how, not
@@ -78,8 +82,9 @@ _HELP = {
     "--weights": "local pretrained weights (HF dir/safetensors or a torch state dict); their "
     "shape wins over --model",
     "--init": f"start from pretrained weights or a seeded random init (default {_DEFAULTS.init})",
-    "--trainable": f"head | last-block | last-N-blocks (e.g. last-2-blocks) | all (default "
-    f"{_DEFAULTS.trainable}). Training blocks also trains the final norm; the head always trains",
+    "--trainable": "head | last-block | last-N-blocks (e.g. last-2-blocks) | all (default "
+    f"{PRETRAINED_TRAINABLE}; {RANDOM_TRAINABLE} with --init random). Training blocks also trains "
+    "the final norm; the head always trains",
     "--pooling": f"last real token or mean (default {_DEFAULTS.pooling})",
     "--max-length": "tokens kept per text, from its start (default: min(256, context length))",
     "--dropout": f"dropout in the trainable blocks (default {_DEFAULTS.dropout})",
@@ -165,6 +170,7 @@ resume:
 examples:
   clf-train --preset sms-demo --out runs/demo
   clf-train --data sms.csv --text-col message --label-col category --model gpt2 --out runs/a
+  clf-train --data sms.csv --init random --model gpt2-mini --out runs/c   # no weights needed
   clf-train --resume runs/a
   torchrun --nproc-per-node 2 -m clf_train --data sms.csv --device cuda --out runs/b
 """

@@ -31,7 +31,8 @@ Header rule (CSV/TSV; for JSONL "columns" are the keys of the first object):
 Row policy: a row whose text is empty or whitespace-only, or whose label is empty, is skipped
 and counted (with its first line numbers) in the report and in a warning; so is a row with too
 few fields. Texts are kept exactly as given; texts over 1,000,000 characters are cut to that
-length (memory guard; the trainer truncates tokens anyway) and counted. Labels are stripped of
+length (memory guard) and counted as ``texts_cut_chars`` (the cut at ``--max-length`` tokens
+is reported per split by :mod:`clf_train.lengths`). Labels are stripped of
 surrounding whitespace, and spellings that differ only in case are merged into the most
 frequent spelling (ties: the lexicographically smallest).
 
@@ -308,10 +309,11 @@ def load_labeled_file(
 
     Returns the data (labels stripped and case-merged, ``lines`` set) and a JSON-serializable
     report: path, sha256, format, header and columns used, rows read/kept, rows skipped by
-    reason with their first line numbers, label normalizations, label counts and warning
-    sentences. ``label_tab_text`` reads the file as headerless ``label<TAB>text`` whatever its
-    extension (the layout of the SMS Spam Collection). Raises ``DataError`` for a
-    missing/empty/non-UTF-8 file, bad JSON, or unknown columns.
+    reason with their first line numbers, texts cut at MAX_TEXT_CHARS (``texts_cut_chars``),
+    label normalizations, label counts and warning sentences. ``label_tab_text`` reads the
+    file as headerless ``label<TAB>text`` whatever its extension (the layout of the SMS Spam
+    Collection). Raises ``DataError`` for a missing/empty/non-UTF-8 file, bad JSON, or
+    unknown columns.
     """
     path = Path(path)
     text, sha = _decode(path)
@@ -369,7 +371,7 @@ def load_labeled_file(
         raise DataError(f"{path} has a header but no data rows. Add labeled rows.")
 
     texts, raw_labels, lines = [], [], []
-    truncated = 0
+    cut_chars = 0
     for lineno, txt, lab_raw in cells:
         if not txt.strip():
             _skip_note(skipped, "empty_text", lineno)
@@ -377,7 +379,7 @@ def load_labeled_file(
             _skip_note(skipped, "empty_label", lineno)
         else:
             if len(txt) > MAX_TEXT_CHARS:
-                txt, truncated = txt[:MAX_TEXT_CHARS], truncated + 1
+                txt, cut_chars = txt[:MAX_TEXT_CHARS], cut_chars + 1
             texts.append(txt)
             raw_labels.append(lab_raw)
             lines.append(lineno)
@@ -391,13 +393,13 @@ def load_labeled_file(
         warnings.append(f"{path}: skipped {sum(v['count'] for v in skipped.values())} rows: {why}.")
     if notes:
         warnings.append(f"{path}: merged labels that differ only in case: {'; '.join(notes)}.")
-    if truncated:
-        warnings.append(f"{path}: cut {truncated} texts longer than {MAX_TEXT_CHARS:,} characters.")
+    if cut_chars:
+        warnings.append(f"{path}: cut {cut_chars} texts longer than {MAX_TEXT_CHARS:,} characters.")
     report.update(
         rows_read=n_rows,
         rows_kept=len(texts),
         skipped=skipped,
-        texts_truncated=truncated,
+        texts_cut_chars=cut_chars,
         label_normalizations=norms,
         label_counts=dict(sorted(Counter(labels).items())),
         warnings=warnings,

@@ -289,7 +289,7 @@ def test_long_texts_are_cut(tmp_path: Path) -> None:
     path = _write(tmp_path / "d.tsv", f"text\tlabel\n{'a' * (MAX_TEXT_CHARS + 5)}\tx\nb\ty\n")
     data, rep = load_labeled_file(path)
     assert [len(t) for t in data.texts] == [MAX_TEXT_CHARS, 1]
-    assert rep["texts_truncated"] == 1
+    assert rep["texts_cut_chars"] == 1  # characters; token cuts: tests/test_lengths.py
 
 
 # ----------------------------------------------------------------------------- cleaning

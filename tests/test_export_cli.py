@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -61,6 +62,20 @@ def test_export_overwrite_and_stale_files(
     assert [m["file"] for m in report["models"]] == ["model.onnx"]
     assert report["max_length"] == MAX_LENGTH
     assert leftovers(tmp_path) == ["out"]
+
+
+def test_stages_are_reported_on_stderr_with_seconds(
+    run_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = [str(run_dir), "--out", str(tmp_path / "out"), "--quantize", "--fp16", "--threads", "1"]
+    assert main(argv) == 0
+    captured = capsys.readouterr()
+    done = re.findall(r"^clf-export: (\w+): done in \d+\.\d s$", captured.err, flags=re.M)
+    assert done == ["load", "trace", "parity", "int8", "fp16", "evaluation", "write"]
+    started = re.findall(r"^clf-export: (\w+): .* \.\.\.$", captured.err, flags=re.M)
+    assert started == done  # each stage says what it does before it starts
+    assert "accuracy of fp32, int8, fp16 on 40 held-out texts" in captured.err
+    assert "clf-export:" not in captured.out  # stdout keeps only the summary
 
 
 def test_missing_run_dir(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -121,17 +136,26 @@ def test_parity_failure(
     argv = [str(run_dir), "--out", str(tmp_path / "out"), "--quantize", "--threads", "1"]
     err = fails(argv, "disagrees with the torch model", capsys)
     assert "tolerance 0.0001" in err
+    assert "clf-export: parity: comparing" in err and "parity: done" not in err  # where it failed
     assert leftovers(tmp_path) == []
 
 
 def test_unwritable_out(run_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("not a directory")
-    fails([str(run_dir), "--out", str(blocker / "out")], "cannot write the export", capsys)
+    out = str(blocker / "out")
+    err = fails([str(run_dir), "--out", out], f"--out {out!r} cannot be created", capsys)
+    assert f"{str(blocker)!r} is a file, not a directory" in err and "Errno" not in err
+    # Checked up front: before the run dir is even read (this one does not exist).
+    err = fails([str(tmp_path / "no-run"), "--out", out], "is a file, not a directory", capsys)
+    assert "no-run" not in err
+    err = fails(
+        [str(run_dir), "--out", str(blocker)], "is a file, but --out needs a directory", capsys
+    )
     if os.geteuid() != 0:  # root ignores permissions
         locked = tmp_path / "locked"
         locked.mkdir(mode=0o500)
-        fails([str(run_dir), "--out", str(locked / "out")], "cannot write the export", capsys)
+        fails([str(run_dir), "--out", str(locked / "out")], "is not writable", capsys)
         assert list(locked.iterdir()) == []
     assert sorted(p.name for p in tmp_path.iterdir()) in (["file"], ["file", "locked"])
 
@@ -162,3 +186,44 @@ def test_state_dict_head_mismatch(
     argv = ["--state-dict", str(pth), "--labels", "neg,neu,pos", "--out", str(tmp_path / "out")]
     fails(argv, "a 2-class head (out_head with 2 outputs) but --labels names 3", capsys)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["review_classifier.pth"]
+
+
+def test_state_dict_of_a_small_preset_exports_with_model_name(
+    run_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 14: ``--model gpt2-tiny`` names a shape; it must not ask for --init random."""
+    import torch
+    from safetensors.torch import save_file
+    from test_export import chapter6_state_dict
+
+    from clf_train.run_dir import load_run
+
+    sd = chapter6_state_dict(load_run(run_dir)[0])
+    pth = tmp_path / "ch06.pth"
+    torch.save(sd, pth)
+    argv = ["--state-dict", str(pth), "--labels", "ham,spam", "--threads", "1"]
+    assert main([*argv, "--model", "gpt2-tiny", "--out", str(tmp_path / "tiny")]) == 0
+    report = json.loads((tmp_path / "tiny" / "report.json").read_text("utf-8"))
+    assert report["source"]["model"] == "gpt2-tiny"
+    assert report["parity"]["max_abs_logit_diff"] <= 1e-4
+    assert "--init" not in capsys.readouterr().err
+
+    # The wrong shape is refused naming clf-export's own flag, not clf-train's --weights.
+    err = fails([*argv, "--model", "gpt2-mini", "--out", str(tmp_path / "x")], "disagree", capsys)
+    assert "--model gpt2-mini and --state-dict" in err and "--weights" not in err
+    missing = ["--state-dict", str(tmp_path / "nowhere.pth"), "--labels", "ham,spam"]
+    err = fails([*missing, "--out", str(tmp_path / "x")], "--state-dict", capsys)
+    assert "does not exist" in err and "--weights" not in err
+    assert not (tmp_path / "x").exists()
+
+    # A config.json beside a safetensors copy still gives the shape, without --model.
+    st = tmp_path / "st" / "ch06.safetensors"
+    st.parent.mkdir()
+    save_file({k: v for k, v in sd.items() if not k.endswith(".mask")}, str(st))
+    cfg = load_run(run_dir)[0].cfg
+    hf = {"model_type": "gpt2", "n_embd": cfg.d_model, "n_head": cfg.n_head,
+          "n_layer": cfg.n_layer, "n_positions": cfg.context_length,
+          "vocab_size": cfg.vocab_size}  # fmt: skip
+    (st.parent / "config.json").write_text(json.dumps(hf))
+    st_argv = ["--state-dict", str(st), "--labels", "ham,spam", "--threads", "1"]
+    assert main([*st_argv, "--out", str(tmp_path / "st-out")]) == 0

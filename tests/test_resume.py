@@ -199,7 +199,7 @@ def test_crash_while_writing_final_files_is_resumable(
     data, expected = reference
     out = tmp_path / "run"
 
-    def crash(*args: object) -> None:
+    def crash(*args: object, **kwargs: object) -> None:
         raise Boom("simulated kill after metrics.json, before the plots")
 
     monkeypatch.setattr("clf_train.api.plot_history", crash)

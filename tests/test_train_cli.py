@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -46,13 +47,25 @@ def test_python_dash_m_runs() -> None:
 
 def test_defaults_and_init_dependent_values() -> None:
     cfg = parse("--data", "x.csv", "--out", "o")
-    assert (cfg.model, cfg.init, cfg.trainable, cfg.pooling) == (
-        "gpt2", "pretrained", "last-block", "last",
-    )  # fmt: skip
+    assert (cfg.model, cfg.init, cfg.trainable, cfg.pooling) == ("gpt2", "pretrained", None, "last")
     assert (cfg.batch_size, cfg.weight_decay, cfg.seed, cfg.dropout) == (8, 0.1, 123, 0.0)
-    assert cfg.resolved().lr == 5e-5 and cfg.resolved().epochs == 5
+    res = cfg.resolved()
+    assert (res.trainable, res.lr, res.epochs) == ("last-block", 5e-5, 5)
     rnd = parse("--data", "x.csv", "--out", "o", "--model", "gpt2-mini", "--init", "random")
-    assert rnd.resolved().lr == 5e-4 and rnd.resolved().epochs == 5
+    res = rnd.resolved()
+    assert (res.trainable, res.lr, res.epochs) == ("all", 5e-4, 5)  # the default follows --init
+    assert rnd.advice() == []
+    explicit = parse("--data", "x.csv", "--out", "o", "--trainable", "head", "--init", "random")
+    assert explicit.resolved().trainable == "head"  # an explicit flag always wins
+
+
+@pytest.mark.parametrize("trainable", ["head", "last-block", "last-2-blocks"])
+def test_random_init_with_a_frozen_part_is_advised_against(trainable: str) -> None:
+    cfg = parse("--data", "x.csv", "--out", "o", "--init", "random", "--trainable", trainable)
+    (tip,) = cfg.advice()
+    assert f"--init random with --trainable {trainable} keeps part of a randomly" in tip
+    assert "Pass --trainable all" in tip
+    assert parse("--data", "x.csv", "--out", "o", "--trainable", trainable).advice() == []
 
 
 def test_preset_fills_values_and_explicit_flags_win() -> None:
@@ -97,6 +110,8 @@ def test_cli_prints_epochs_warnings_and_summary(
     assert captured.out.count("epoch ") == 2
     assert "test: n=" in captured.out and "accuracy" in captured.out
     assert "WARNING:" in captured.err
+    assert "--init random with --trainable head" in captured.err  # the fix is named too
+    assert "Pass --trainable all" in captured.err
     assert (tmp_path / "run" / "metrics.json").is_file()
 
 
@@ -200,3 +215,36 @@ def test_resume_of_a_finished_run_says_there_is_nothing_to_resume(
     err = capsys.readouterr().err
     assert "holds a finished clf-train run" in err and "nothing to resume" in err
     assert f"--out {tmp_path} --overwrite" in err
+
+
+def test_out_paths_that_cannot_be_directories_fail_up_front(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 14: ``--out FILE/run`` was a NotADirectoryError traceback after loading the data."""
+    blocker = tmp_path / "FILE"
+    blocker.write_text("a file")
+    missing_data = str(tmp_path / "no-such.csv")  # never read: the path check comes first
+    for out, message in (
+        (blocker / "run", f"{str(blocker)!r} is a file, not a directory"),
+        (blocker / "a" / "b", f"{str(blocker)!r} is a file, not a directory"),
+        (blocker, "is a file, but --out needs a directory"),
+    ):
+        assert main(["--data", missing_data, "--out", str(out), "--no-progress"]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("clf-train: error: --out ") and message in err, err
+        assert "Traceback" not in err and "no-such.csv" not in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["FILE"]
+
+
+def test_help_and_readme_quote_the_same_sms_demo_results(capsys: pytest.CaptureFixture) -> None:
+    """Issue 14: the --help epilog and the README must not disagree about the main job."""
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    quoted = re.findall(r"(0\.\d{4}) \(n=(\d+)\)", help_text)
+    assert len(quoted) == 2  # one per data source
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text("utf-8")
+    for accuracy, n in quoted:
+        assert f"`test: n={n} accuracy {accuracy}`" in readme
+    for seconds in re.search(r"(\d+)-(\d+) s on 2 CPU cores", help_text).groups():
+        assert f"| {seconds} s |" in readme

@@ -28,9 +28,13 @@ HUB_FILES = (HF_CONFIG_FILE, HF_WEIGHTS_FILES[0])
 """What a snapshot must hold for a name to resolve (and all a download fetches)."""
 
 
-def check_name(model: str) -> None:
-    """Refuse a ``--model`` name without published weights, saying what to do instead."""
-    if model in PRETRAINED_NAMES:
+def check_name(model: str, *, shape_only: bool = False) -> None:
+    """Refuse a ``--model`` name without published weights, saying what to do instead.
+
+    ``shape_only``: the weights come from a file and the name only gives their shape, so
+    every preset (``gpt2-tiny`` and ``gpt2-mini`` included) is accepted.
+    """
+    if model in PRETRAINED_NAMES or (shape_only and model in PRESETS):
         return
     if model in PRESETS:
         raise PretrainedError(
@@ -64,7 +68,8 @@ def resolve_hub(name: str) -> Path:
         f"Supply it with --weights DIR (a directory holding config.json + model.safetensors, "
         f"e.g. from `huggingface-cli download {repo} config.json model.safetensors "
         f"--local-dir DIR` on a machine with network) or --weights FILE.pth (a chapter-6 "
-        f"state dict)"
+        f"state dict); or, without pretrained weights, train a small model from scratch: "
+        f"--init random --model gpt2-mini --trainable all (offline, minutes on a CPU)"
     )
     try:
         import huggingface_hub
@@ -105,8 +110,11 @@ def resolve_hub(name: str) -> Path:
     )
 
 
-def locate(path: Path) -> tuple[Path, Path | None]:
-    """(weights file, config.json or None) for a --weights directory or file."""
+def locate(path: Path, *, flag: str = "--weights") -> tuple[Path, Path | None]:
+    """(weights file, config.json or None) for a --weights directory or file.
+
+    ``flag`` is how the path was given, for the messages (clf-export: ``--state-dict``).
+    """
     if path.is_dir():
         for name in HF_WEIGHTS_FILES:
             if (path / name).is_file():
@@ -114,7 +122,7 @@ def locate(path: Path) -> tuple[Path, Path | None]:
                 return path / name, config if config.is_file() else None
         listing = sorted(p.name for p in path.iterdir())[:10]
         raise PretrainedError(
-            f"--weights {path} is a directory without model.safetensors (it holds {listing}); "
+            f"{flag} {path} is a directory without model.safetensors (it holds {listing}); "
             "expected a Hugging Face GPT-2 directory (config.json + model.safetensors) or "
             "pass the weights file itself"
         )
@@ -124,6 +132,6 @@ def locate(path: Path) -> tuple[Path, Path | None]:
         use = path.suffix.lower() == ".safetensors" and config.is_file()
         return path, config if use else None
     raise PretrainedError(
-        f"--weights {path} does not exist; pass a directory with config.json + "
+        f"{flag} {path} does not exist; pass a directory with config.json + "
         "model.safetensors, a .safetensors file, or a chapter-6 .pth state dict"
     )

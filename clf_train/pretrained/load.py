@@ -36,14 +36,17 @@ def load_pretrained(
     model: str | None = None,
     weights: str | Path | None = None,
     context_length: int | None = None,
+    weights_flag: str = "--weights",
 ) -> PretrainedWeights:
     """Load GPT-2 weights by ``model`` name, from a ``weights`` path, or both (they must agree).
 
-    ``context_length``, when given, keeps only the first rows of the position table (it must
-    not exceed the checkpoint's positions). Raises :class:`PretrainedError` on every failure.
+    With ``weights``, ``model`` may be any preset (``gpt2-tiny`` too): it only names the shape
+    the file must have. ``context_length``, when given, keeps only the first rows of the
+    position table (it must not exceed the checkpoint's positions). ``weights_flag`` names the
+    path's flag in messages. Raises :class:`PretrainedError` on every failure.
     """
     if model is not None:
-        check_name(model)
+        check_name(model, shape_only=weights is not None)
     if weights is not None:
         path = Path(weights).expanduser()
     elif model is not None:
@@ -53,11 +56,11 @@ def load_pretrained(
             "no pretrained weights requested: pass a model name (--model gpt2) or a path "
             "(--weights DIR|FILE), or train from scratch with --init random"
         )
-    file, config_file = locate(path)
+    file, config_file = locate(path, flag=weights_flag)
     tensors = read_tensors(file)
     layout, backbone, head, qkv_bias = convert(tensors, file)
     file_cfg = read_config_json(config_file) if config_file is not None else {}
-    cfg = _make_config(backbone, qkv_bias, file_cfg, model, file, config_file)
+    cfg = _make_config(backbone, qkv_bias, file_cfg, model, file, config_file, weights_flag)
 
     if context_length is not None:
         if not 1 <= context_length <= cfg.context_length:
@@ -119,6 +122,7 @@ def _make_config(
     model: str | None,
     file: Path,
     config_file: Path | None,
+    weights_flag: str,
 ) -> GPTConfig:
     """The config implied by the tensors, checked against config.json and the named preset."""
     for name, what in (("wte.weight", "token"), ("wpe.weight", "position")):
@@ -177,7 +181,7 @@ def _make_config(
         ]
         if diff:
             raise PretrainedError(
-                f"--model {model} and --weights {file} disagree ({', '.join(diff)}); "
+                f"--model {model} and {weights_flag} {file} disagree ({', '.join(diff)}); "
                 "drop --model to use the file's own shape, or pass the matching weights"
             )
     return cfg
