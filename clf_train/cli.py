@@ -24,6 +24,8 @@ from .config import (
     DEVICES,
     FROZEN_DTYPES,
     INITS,
+    LORA_DEFAULTS,
+    LORA_TARGETS,
     PRESET_ARGS,
     PRETRAINED_EPOCHS,
     PRETRAINED_LR,
@@ -67,8 +69,19 @@ _HELP = {
     "--weights": "local pretrained weights (HF dir/safetensors or a torch state dict); their "
     "shape wins over --model",
     "--init": f"start from pretrained weights or a seeded random init (default {_DEFAULTS.init})",
-    "--trainable": f"head | last-block | last-N-blocks (e.g. last-2-blocks) | all (default "
-    f"{_DEFAULTS.trainable}). Training blocks also trains the final norm; the head always trains",
+    "--trainable": f"head | last-block | last-N-blocks (e.g. last-2-blocks) | all | lora (default "
+    f"{_DEFAULTS.trainable}). Training blocks also trains the final norm; the head always "
+    "learns (with lora: through its adapter, or in full when it has none)",
+    "--lora-rank": f"rank r of every LoRA adapter (default {LORA_DEFAULTS['lora_rank']})",
+    "--lora-alpha": "LoRA scale: the update is (alpha / rank) * B A, as in the LoRA paper and "
+    f"peft (default {LORA_DEFAULTS['lora_alpha']:g}). The chapter-6 appendix E multiplies by "
+    "alpha alone: its rank 16, alpha 16 is --lora-rank 16 --lora-alpha 256",
+    "--lora-targets": f"comma-separated layers to adapt: {', '.join(LORA_TARGETS)} (q, k, v: "
+    f"one adapter each on the fused projection), or all (default {LORA_DEFAULTS['lora_targets']})",
+    "--lora-dropout": "dropout on the adapters' input while training "
+    f"(default {LORA_DEFAULTS['lora_dropout']})",
+    "--lora-blocks": "adapters in every block (all) or only the top N (last-N, e.g. last-2: the "
+    f"frozen blocks below are cached) (default {LORA_DEFAULTS['lora_blocks']})",
     "--pooling": f"last real token or mean (default {_DEFAULTS.pooling})",
     "--max-length": "tokens kept per text, from its start (default: min(256, context length))",
     "--dropout": f"dropout in the trainable blocks (default {_DEFAULTS.dropout})",
@@ -132,12 +145,24 @@ speed:
   (the cache is recomputed per step instead if it would exceed 4 GiB); only the trainable top
   runs every step. Dropout acts only inside trainable blocks.
 
+LoRA (--trainable lora):
+  Every base weight is frozen and rank-r adapters on the --lora-targets layers train; a head
+  without an adapter trains in full. With --lora-blocks last-N the blocks below the top N
+  are cached as above, so a step runs only the top N blocks (about the cost of
+  last-N-blocks; measured times in the README); with all, every block runs every step. The
+  run keeps the adapter in OUT/adapter.safetensors beside the base weights
+  (OUT/model.safetensors); clf-export merges it into the weights, so the exported model is
+  as fast as any other. A chapter-6 state dict saved after appendix E's
+  replace_linear_with_lora can be given to --weights: its adapters are the starting point
+  (pass its rank, and --lora-alpha = its alpha x rank).
+
 resume:
 {resume}
 
 examples:
   clf-train --preset sms-demo --out runs/demo
   clf-train --data sms.csv --text-col message --label-col category --model gpt2 --out runs/a
+  clf-train --data sms.csv --trainable lora --lora-rank 16 --lora-alpha 256 --out runs/lora
   clf-train --resume runs/a
 """
 
@@ -166,6 +191,11 @@ def build_parser() -> argparse.ArgumentParser:
     add(m, "--weights")
     add(m, "--init", choices=INITS)
     add(m, "--trainable")
+    add(m, "--lora-rank", type=int, metavar="R")
+    add(m, "--lora-alpha", type=float, metavar="A")
+    add(m, "--lora-targets", metavar="LIST")
+    add(m, "--lora-dropout", type=float, metavar="P")
+    add(m, "--lora-blocks", metavar="all|last-N")
     add(m, "--pooling", choices=POOLINGS)
     add(m, "--max-length", type=int)
     add(m, "--dropout", type=float)
@@ -222,6 +252,20 @@ def _print_epoch(record: dict[str, Any]) -> None:
     )
 
 
+def _print_start(info: dict[str, Any]) -> None:
+    """The trainable-parameter count, printed before the frozen part is cached."""
+    n, total = info["trainable_parameters"], info["total_parameters"]
+    line = f"trainable parameters: {n:,} of {total:,} ({100 * n / total:.2f} %), --trainable "
+    line += info["trainable"]
+    lora = info.get("lora")
+    if lora is not None:
+        line += (
+            f" (rank {lora['rank']}, alpha {lora['alpha']:g}, scaling {lora['scaling']:g}, "
+            f"targets {','.join(lora['targets'])}, blocks {lora['blocks']})"
+        )
+    print(line, flush=True)
+
+
 def _print_summary(result: Any) -> None:
     test = result.metrics["test"]
     print(f"best epoch: {result.best_epoch}")
@@ -272,7 +316,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         try:
             config = config_from_args(args)
-            result = train(config, on_epoch=_print_epoch)
+            result = train(config, on_epoch=_print_epoch, on_start=_print_start)
         except ConfigError as e:  # before TrainError: it is one
             print(f"clf-train: error: {e}", file=sys.stderr)
             return 2
