@@ -255,7 +255,7 @@ def _print_epoch(record: dict[str, Any]) -> None:
 def _print_start(info: dict[str, Any]) -> None:
     """The trainable-parameter count, printed before the frozen part is cached."""
     n, total = info["trainable_parameters"], info["total_parameters"]
-    line = f"trainable parameters: {n:,} of {total:,} ({100 * n / total:.2f} %), --trainable "
+    line = f"trainable parameters: {n:,} of {total:,} ({100 * n / total:.3g} %), --trainable "
     line += info["trainable"]
     lora = info.get("lora")
     if lora is not None:

@@ -28,7 +28,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -176,8 +176,8 @@ class LoRALinear(nn.Linear):
                     nn.init.kaiming_uniform_(self.lora_A[name], a=math.sqrt(5), generator=generator)
                     self.lora_B[name].zero_()
 
-    def _part_updates(self, fn: Any) -> torch.Tensor:
-        """Concatenate ``fn(name)`` over the parts (zeros for a part without adapter)."""
+    def _part_updates(self, fn: Callable[[str], torch.Tensor]) -> torch.Tensor:
+        """``fn(name)`` of every part, concatenated on the last dim in output order."""
         pieces = [fn(name) for name in self.parts]
         return pieces[0] if len(pieces) == 1 else torch.cat(pieces, dim=-1)
 

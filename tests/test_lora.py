@@ -536,7 +536,23 @@ def test_lora_resume_after_a_crash_gives_identical_metrics(
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_other_strategies_report_their_count(tmp_path: Path) -> None:
+def test_other_strategies_report_their_count(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = write_csv(tmp_path / "d.csv")
+    argv = ["--data", str(data), "--model", "gpt2-tiny", "--init", "random", "--trainable",
+            "head", "--epochs", "1", "--threads", "1", "--no-progress",
+            "--out", str(tmp_path / "r")]  # fmt: skip
+    assert train_main(argv) == 0
+    total = sum(p.numel() for p in tiny_model(labels=2).parameters())
+    share = f"{100 * 258 / total:.3g}"
+    assert f"trainable parameters: 258 of {total:,} ({share} %), --trainable head\n" in (
+        capsys.readouterr().out
+    )
+    assert (
+        json.loads((tmp_path / "r" / "config.json").read_text())["train"]["trainable_parameters"]
+        == 258
+    )
     model = tiny_model(labels=2)
     cfg = TrainConfig(data="x", out="o", model="gpt2-tiny", init="random", trainable="head")
     info = describe_trainable(model, apply_trainable(model, 0), cfg)
