@@ -28,9 +28,10 @@ LoRA rows (``--lora-steps N``, default 20; 0 skips them):
 - step time and extrapolated 5-epoch time of ``--trainable lora`` (rank 16, alpha 16, every
   target, every block), ``lora --lora-blocks last-2`` and ``last-block``, all three timed the
   same way on the same split and the same ``init.pth``, in process (:mod:`training_steps`:
-  N steps after 2 warm-up steps; the extrapolation is setup + 5 x (steps per epoch x mean
-  step + a validation pass) + the final evaluation); the LoRA-on-every-block model's adapters
-  after its steps are merged as ``clf-export`` does, and merged vs unmerged logits recorded;
+  2 warm-up steps, then N steps, the three strategies' steps interleaved; the extrapolation
+  is setup + 5 x (steps per epoch x mean step + a validation pass) + the final evaluation);
+  the LoRA-on-every-block model's adapters after its steps are merged as ``clf-export`` does,
+  and merged vs unmerged logits recorded;
 - from scratch (no pretrained weights exist here): ``clf-train --preset sms-demo`` with
   ``--trainable lora`` and with ``--trainable all`` (the preset's own), whole runs in fresh
   processes, test accuracy and time; the LoRA run is then exported with ``clf-export
@@ -279,21 +280,39 @@ def read_split(work: Path) -> dict[str, tuple[list[str], list[str]]]:
 
 
 def run_lora_steps(work: Path, init: Path, args: argparse.Namespace) -> list[dict[str, Any]]:
-    """Step time and extrapolated 5-epoch time of each of :data:`LORA_STRATEGIES`."""
+    """Step time and extrapolated 5-epoch time of each of :data:`LORA_STRATEGIES`, their
+    steps interleaved (one step of each in turn) so that machine drift hits them alike."""
     import torch
 
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     splits = read_split(work)
-    rows = []
+    strategies = []
     for name, trainable, lora in LORA_STRATEGIES:
-        print(f"step timing: {name} ({args.lora_steps} steps) ...")
-        row = training_steps.time_strategy(
-            init, splits, trainable=trainable, lora=lora, steps=args.lora_steps,
-            seed=args.seed, merge_check=lora == {},
-        )  # fmt: skip
-        rows.append({"run": name, **row, "torch_threads": torch.get_num_threads()})
-    return rows
+        print(f"step timing: setting up {name} ...")
+        strategies.append(
+            training_steps.prepare(
+                name, init, splits, trainable=trainable, lora=lora, seed=args.seed
+            )
+        )
+    warmup = 2
+    print(f"step timing: {warmup} warm-up + {args.lora_steps} timed steps each, interleaved ...")
+    for i in range(warmup + args.lora_steps):
+        for s in strategies:
+            training_steps.step(s, timed=i >= warmup)
+    return [
+        {
+            "run": s.name,
+            **training_steps.finish(s, merge_check=lora_all(s)),
+            "torch_threads": torch.get_num_threads(),
+        }
+        for s in strategies
+    ]
+
+
+def lora_all(s: training_steps.Strategy) -> bool:
+    """Whether ``s`` is LoRA on every block (the row whose merge is checked)."""
+    return s.info["lora"] is not None and s.info["lora"]["blocks"] == "all"
 
 
 def run_sms_demo(work: Path, args: argparse.Namespace) -> dict[str, Any]:
@@ -347,8 +366,8 @@ def measure_lora(args: argparse.Namespace, work: Path, init: Path) -> dict[str, 
             [{**r, "5_epochs_s": r["five_epoch_seconds"]} for r in out["step_timing"]],
             ["run", "trainable_parameters", "median_step_seconds", "mean_step_seconds",
              "setup_seconds", "5_epochs_s"],
-            title=f"GPT-2-shaped step time ({args.preset}), {args.lora_steps} steps after 2 "
-            "warm-up; 5 epochs extrapolated",
+            title=f"step time ({args.preset}), {args.lora_steps} steps after 2 warm-up, "
+            "interleaved; 5 epochs extrapolated",
         )  # fmt: skip
     if not args.skip_sms_demo:
         out["sms_demo"] = demo = run_sms_demo(work, args)

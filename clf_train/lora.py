@@ -28,7 +28,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -156,6 +156,7 @@ class LoRALinear(nn.Linear):
         if base.out_features % len(parts):
             raise ValueError(f"{base.out_features} outputs do not split into parts {parts}")
         self.parts = tuple(parts)
+        self.rank = rank
         self.part_size = base.out_features // len(parts)
         self.scaling = scaling
         self.lora_dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
@@ -176,33 +177,32 @@ class LoRALinear(nn.Linear):
                     nn.init.kaiming_uniform_(self.lora_A[name], a=math.sqrt(5), generator=generator)
                     self.lora_B[name].zero_()
 
-    def _part_updates(self, fn: Callable[[str], torch.Tensor]) -> torch.Tensor:
-        """``fn(name)`` of every part, concatenated on the last dim in output order."""
-        pieces = [fn(name) for name in self.parts]
-        return pieces[0] if len(pieces) == 1 else torch.cat(pieces, dim=-1)
+    def _stacked(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Every part's A stacked, (P r, in), and B block-diagonal, (out, P r); a part without
+        adapter contributes zeros. So the layer's update is one pair of matmuls."""
+        a = [
+            self.lora_A[n]
+            if n in self.lora_A
+            else self.weight.new_zeros(self.rank, self.in_features)
+            for n in self.parts
+        ]
+        b = [
+            self.lora_B[n] if n in self.lora_B else self.weight.new_zeros(self.part_size, self.rank)
+            for n in self.parts
+        ]
+        return (a[0], b[0]) if len(a) == 1 else (torch.cat(a), torch.block_diag(*b))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = F.linear(x, self.weight, self.bias)  # (..., out)
-        h = self.lora_dropout(x)
-
-        def update(name: str) -> torch.Tensor:
-            if name not in self.lora_A:
-                return h.new_zeros(*h.shape[:-1], self.part_size)
-            # (..., in) -> (..., r) -> (..., out_part): never forms the (out, in) product.
-            return F.linear(F.linear(h, self.lora_A[name]), self.lora_B[name])
-
-        return y + self.scaling * self._part_updates(update)
+        a, b = self._stacked()
+        # (..., in) -> (..., P r) -> (..., out): never forms the (out, in) product.
+        update = F.linear(F.linear(self.lora_dropout(x), a), b)
+        return torch.add(y, update, alpha=self.scaling)
 
     def delta_weight(self, dtype: torch.dtype = torch.float64) -> torch.Tensor:
         """(alpha / r) * B A for every part, stacked like the weight's rows: (out, in)."""
-
-        def part(name: str) -> torch.Tensor:
-            if name not in self.lora_A:
-                return torch.zeros(self.in_features, self.part_size, dtype=dtype)
-            a, b = self.lora_A[name].detach().cpu(), self.lora_B[name].detach().cpu()
-            return (b.to(dtype) @ a.to(dtype)).t()  # (in, out_part): concatenated on dim -1
-
-        return (self.scaling * self._part_updates(part)).t()
+        a, b = (t.detach().cpu().to(dtype) for t in self._stacked())
+        return self.scaling * (b @ a)
 
     def merged_weight(self) -> torch.Tensor:
         """``W + (alpha / r) B A`` summed in float64 and rounded once to W's dtype and device."""
