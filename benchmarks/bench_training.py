@@ -325,6 +325,8 @@ def run_sms_demo(work: Path, args: argparse.Namespace) -> dict[str, Any]:
                  "--device", "cpu", "--no-progress", "--out", str(out), "--overwrite"]  # fmt: skip
         if args.threads is not None:
             flags += ["--threads", str(args.threads)]
+        if args.sms_demo_epochs is not None:
+            flags += ["--epochs", str(args.sms_demo_epochs)]
         print(f"sms-demo: clf-train {' '.join(flags)}")
         wall = run_cli("clf_train.cli", flags, work / f"sms_demo_{trainable}.log")
         metrics = common.load_json(out / "metrics.json")
@@ -410,6 +412,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--lora-steps", type=int, default=20, help="timed steps per LoRA-row strategy (0: none)"
     )
     ap.add_argument("--skip-sms-demo", action="store_true", help="no sms-demo lora vs all runs")
+    ap.add_argument(
+        "--sms-demo-epochs", type=int, help="epochs of the sms-demo runs (default: the preset's)"
+    )
     ap.add_argument("--lora-only", action="store_true", help="only the LoRA rows")
     args = ap.parse_args(argv)
     if args.ref_epochs is None:
