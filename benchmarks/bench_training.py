@@ -23,8 +23,25 @@ texts), and the SAME random initialisation: a seeded ``llms_from_scratch.ch04.GP
 The headline speedup divides the reference's training time by our WHOLE process time
 (start-up, data, frozen-block cache, training, evaluation, files): a conservative ratio.
 
+LoRA rows (``--lora-steps N``, default 20; 0 skips them):
+
+- step time and extrapolated 5-epoch time of ``--trainable lora`` (rank 16, alpha 16, every
+  target, every block), ``lora --lora-blocks last-2`` and ``last-block``, all three timed the
+  same way on the same split and the same ``init.pth``, in process (:mod:`training_steps`:
+  2 warm-up steps, then N steps, the three strategies' steps interleaved; the extrapolation
+  is setup + 5 x (steps per epoch x mean step + a validation pass) + the final evaluation);
+  the LoRA-on-every-block model's adapters after its steps are merged as ``clf-export`` does,
+  and merged vs unmerged logits recorded;
+- from scratch (no pretrained weights exist here): ``clf-train --preset sms-demo`` with
+  ``--trainable lora`` and with ``--trainable all`` (the preset's own), whole runs in fresh
+  processes, test accuracy and time; the LoRA run is then exported with ``clf-export
+  --quantize`` (merge check and int8-vs-fp32 agreement on its test split from report.json).
+  ``--skip-sms-demo`` leaves these out.
+
+``--lora-only`` runs just the LoRA rows (result ``training_lora.json``).
+
 Usage: ``python benchmarks/bench_training.py`` (full: ~15 min for the reference alone on 2
-cores). Smoke: ``--epochs 1 --ref-epochs 1 --limit 16``.
+cores). Smoke: ``--epochs 1 --ref-epochs 1 --limit 40 --lora-steps 2 --skip-sms-demo``.
 """
 
 from __future__ import annotations
@@ -40,6 +57,7 @@ from pathlib import Path
 from typing import Any
 
 import common
+import training_steps
 
 LABEL_IDS = {"ham": 0, "spam": 1}  # the book's mapping; also our sorted label order
 
@@ -88,6 +106,23 @@ def make_split(work: Path, limit: int | None, seed: int) -> dict[str, Any]:
 # ----------------------------------------------------------------------------- ours
 
 
+def run_cli(module: str, flags: Sequence[str], log: Path) -> float:
+    """``python -m``-style run of ``module``'s ``main`` in a fresh process, output to ``log``;
+    the wall seconds. Raises with the log's tail when it fails."""
+    cmd = [sys.executable, "-c", f"import sys; from {module} import main; sys.exit(main())", *flags]
+    env = {**os.environ, "CLF_DATA_DIR": os.environ.get("CLF_DATA_DIR", str(common.SMS_DIR))}
+    t0 = time.perf_counter()
+    with log.open("w") as fh:
+        rc = subprocess.run(
+            cmd, stdout=fh, stderr=subprocess.STDOUT, cwd=common.REPO_ROOT, env=env
+        ).returncode
+    wall = time.perf_counter() - t0
+    if rc != 0:
+        tail = log.read_text(errors="replace")[-3000:]
+        raise RuntimeError(f"{module} {' '.join(flags)} exited with {rc}; log tail:\n{tail}")
+    return wall
+
+
 def run_ours(work: Path, init: Path, args: argparse.Namespace, frozen_dtype: str) -> dict[str, Any]:
     """``clf-train`` in a fresh process; wall time, epoch times and accuracy."""
     out = work / f"ours_{frozen_dtype}"
@@ -123,23 +158,8 @@ def run_ours(work: Path, init: Path, args: argparse.Namespace, frozen_dtype: str
     ]
     if args.threads is not None:
         flags += ["--threads", str(args.threads)]
-    cmd = [
-        sys.executable,
-        "-c",
-        "import sys; from clf_train.cli import main; sys.exit(main())",
-        *flags,
-    ]
-    log = work / f"ours_{frozen_dtype}.log"
     print(f"ours ({frozen_dtype}): clf-train {' '.join(flags)}")
-    t0 = time.perf_counter()
-    with log.open("w") as fh:
-        rc = subprocess.run(
-            cmd, stdout=fh, stderr=subprocess.STDOUT, cwd=common.REPO_ROOT
-        ).returncode
-    wall = time.perf_counter() - t0
-    if rc != 0:
-        tail = log.read_text(errors="replace")[-3000:]
-        raise RuntimeError(f"clf-train ({frozen_dtype}) exited with {rc}; log tail:\n{tail}")
+    wall = run_cli("clf_train.cli", flags, work / f"ours_{frozen_dtype}.log")
     history = common.load_json(out / "history.json")
     metrics = common.load_json(out / "metrics.json")
     epochs = history.get("epochs", [])
@@ -238,6 +258,135 @@ def run_reference(work: Path, init: Path, args: argparse.Namespace) -> dict[str,
     }
 
 
+# ----------------------------------------------------------------------------- LoRA
+
+# (row name, --trainable, LoRA flags as TrainConfig fields): timed in process, same split.
+LORA_STRATEGIES: tuple[tuple[str, str, dict[str, Any] | None], ...] = (
+    ("last-block", "last-block", None),
+    ("lora (all blocks)", "lora", {}),
+    ("lora --lora-blocks last-2", "lora", {"lora_blocks": "last-2"}),
+)
+
+
+def read_split(work: Path) -> dict[str, tuple[list[str], list[str]]]:
+    """The split files that :func:`make_split` wrote: {name: (texts, labels)}."""
+    out = {}
+    for name in ("train", "val", "test"):
+        rows = [
+            json.loads(line) for line in (work / f"{name}.jsonl").read_text("utf-8").splitlines()
+        ]
+        out[name] = ([r["text"] for r in rows], [r["label"] for r in rows])
+    return out
+
+
+def run_lora_steps(work: Path, init: Path, args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Step time and extrapolated 5-epoch time of each of :data:`LORA_STRATEGIES`, their
+    steps interleaved (one step of each in turn) so that machine drift hits them alike."""
+    import torch
+
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    splits = read_split(work)
+    strategies = []
+    for name, trainable, lora in LORA_STRATEGIES:
+        print(f"step timing: setting up {name} ...")
+        strategies.append(
+            training_steps.prepare(
+                name, init, splits, trainable=trainable, lora=lora, seed=args.seed
+            )
+        )
+    warmup = 2
+    print(f"step timing: {warmup} warm-up + {args.lora_steps} timed steps each, interleaved ...")
+    for i in range(warmup + args.lora_steps):
+        for s in strategies:
+            training_steps.step(s, timed=i >= warmup)
+    return [
+        {
+            "run": s.name,
+            **training_steps.finish(s, merge_check=lora_all(s)),
+            "torch_threads": torch.get_num_threads(),
+        }
+        for s in strategies
+    ]
+
+
+def lora_all(s: training_steps.Strategy) -> bool:
+    """Whether ``s`` is LoRA on every block (the row whose merge is checked)."""
+    return s.info["lora"] is not None and s.info["lora"]["blocks"] == "all"
+
+
+def run_sms_demo(work: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """``clf-train --preset sms-demo`` with ``--trainable lora`` and ``all`` (from scratch), and
+    ``clf-export --quantize`` of the LoRA run."""
+    results: dict[str, Any] = {}
+    for trainable in ("lora", "all"):
+        out = work / f"sms_demo_{trainable}"
+        flags = ["--preset", "sms-demo", "--trainable", trainable, "--seed", str(args.seed),
+                 "--device", "cpu", "--no-progress", "--out", str(out), "--overwrite"]  # fmt: skip
+        if args.threads is not None:
+            flags += ["--threads", str(args.threads)]
+        if args.sms_demo_epochs is not None:
+            flags += ["--epochs", str(args.sms_demo_epochs)]
+        print(f"sms-demo: clf-train {' '.join(flags)}")
+        wall = run_cli("clf_train.cli", flags, work / f"sms_demo_{trainable}.log")
+        metrics = common.load_json(out / "metrics.json")
+        cfg = common.load_json(out / "config.json")["train"]
+        history = common.load_json(out / "history.json")
+        results[trainable] = {
+            "command": "clf-train " + " ".join(flags),
+            "wall_seconds": round(wall, 2),
+            "sum_epoch_seconds": round(sum(e["seconds"] for e in history["epochs"]), 2),
+            "trainable_parameters": cfg["trainable_parameters"],
+            "total_parameters": cfg["total_parameters"],
+            "lora": cfg.get("lora"),
+            "lr": cfg["lr"],
+            "best_epoch": history["best_epoch"],
+            "test_accuracy": metrics["test"]["accuracy"],
+            "test_n": metrics["test"]["n"],
+            "data_source": common.load_json(out / "data_report.json").get("source"),
+        }
+    export = work / "sms_demo_lora_export"
+    flags = [str(work / "sms_demo_lora"), "--out", str(export), "--quantize", "--overwrite"]
+    print(f"sms-demo: clf-export {' '.join(flags)}")
+    wall = run_cli("clf_export.cli", flags, work / "sms_demo_lora_export.log")
+    report = common.load_json(export / "report.json")
+    results["lora_export"] = {
+        "command": "clf-export " + " ".join(flags),
+        "wall_seconds": round(wall, 2),
+        "merge": {k: report["lora"][k] for k in ("max_abs_logit_diff", "tolerance")},
+        "evaluation": report["evaluation"],
+    }
+    return results
+
+
+def measure_lora(args: argparse.Namespace, work: Path, init: Path) -> dict[str, Any]:
+    """The LoRA rows (see the module docstring), printed; the payload part."""
+    out: dict[str, Any] = {}
+    if args.lora_steps > 0:
+        out["step_timing"] = run_lora_steps(work, init, args)
+        common.print_table(
+            [{**r, "5_epochs_s": r["five_epoch_seconds"]} for r in out["step_timing"]],
+            ["run", "trainable_parameters", "median_step_seconds", "mean_step_seconds",
+             "setup_seconds", "5_epochs_s"],
+            title=f"step time ({args.preset}), {args.lora_steps} steps after 2 warm-up, "
+            "interleaved; 5 epochs extrapolated",
+        )  # fmt: skip
+    if not args.skip_sms_demo:
+        out["sms_demo"] = demo = run_sms_demo(work, args)
+        common.print_table(
+            [{"run": f"sms-demo --trainable {k}", **demo[k]} for k in ("lora", "all")],
+            ["run", "trainable_parameters", "wall_seconds", "test_accuracy"],
+            title="from scratch: clf-train --preset sms-demo (gpt2-mini, random init)",
+        )
+        ev, merge = demo["lora_export"]["evaluation"], demo["lora_export"]["merge"]
+        print(
+            f"LoRA export: merge max |logit diff| {merge['max_abs_logit_diff']:.2e}"
+            f"; int8 vs fp32 argmax agreement {ev['int8_vs_fp32']['argmax_agreement']:.4f} "
+            f"on {ev['n']} test texts"
+        )
+    return out
+
+
 # ----------------------------------------------------------------------------- main
 
 
@@ -259,6 +408,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     ap.add_argument("--no-bf16", action="store_true", help="skip the --frozen-dtype bf16 run")
     ap.add_argument("--init-seed", type=int, default=123, help="seed of the shared random init")
     ap.add_argument("--threads", type=int, help="torch threads of both sides (default: torch's)")
+    ap.add_argument(
+        "--lora-steps", type=int, default=20, help="timed steps per LoRA-row strategy (0: none)"
+    )
+    ap.add_argument("--skip-sms-demo", action="store_true", help="no sms-demo lora vs all runs")
+    ap.add_argument(
+        "--sms-demo-epochs", type=int, help="epochs of the sms-demo runs (default: the preset's)"
+    )
+    ap.add_argument("--lora-only", action="store_true", help="only the LoRA rows")
     args = ap.parse_args(argv)
     if args.ref_epochs is None:
         args.ref_epochs = args.epochs
@@ -272,6 +429,19 @@ def measure(args: argparse.Namespace, work: Path) -> tuple[str, dict[str, Any]]:
     init = work / "init.pth"
     make_init_weights(init, args.preset, args.init_seed)
     print(f"split sizes {sizes}; init weights {init}")
+    settings = dict(
+        preset=args.preset, limit=args.limit, threads=args.threads, init_seed=args.init_seed,
+        seed=args.seed, batch_size=8, lr=5e-5, weight_decay=0.1,
+    )  # fmt: skip
+    if args.lora_only:
+        payload = {
+            "benchmark": "training_lora",
+            "smoke": smoke,
+            "environment": common.environment(**settings, lora_steps=args.lora_steps),
+            "split_sizes": sizes,
+            "lora": measure_lora(args, work, init),
+        }
+        return ("training_lora_smoke" if smoke else "training_lora"), payload
     results: dict[str, Any] = {"ours_fp32": run_ours(work, init, args, "fp32")}
     if not args.no_bf16:
         try:
@@ -326,6 +496,7 @@ def measure(args: argparse.Namespace, work: Path) -> tuple[str, dict[str, Any]]:
         "total_s = train_classifier_simple)",
     )
     common.print_values(ratios, "ratio", title="speedup (within this run)")
+    lora = measure_lora(args, work, init)
     payload = {
         "benchmark": "training",
         "smoke": smoke,
@@ -345,6 +516,7 @@ def measure(args: argparse.Namespace, work: Path) -> tuple[str, dict[str, Any]]:
         "split_sizes": sizes,
         "results": results,
         "speedup": ratios,
+        "lora": lora,
     }
     return ("training_smoke" if smoke else "training"), payload
 

@@ -110,6 +110,11 @@ def _summary(report: ExportReport) -> str:
         f"  parity vs torch: max |logit diff| {report.parity['max_abs_logit_diff']:.2e} "
         f"(tolerance {report.parity['tolerance']:g})"
     )
+    if report.lora:
+        lines.append(
+            f"  LoRA adapters merged: max |logit diff| vs unmerged "
+            f"{report.lora['max_abs_logit_diff']:.2e} (tolerance {report.lora['tolerance']:g})"
+        )
     if report.int8:
         lines.append(f"  int8 format: {report.int8['format']}")
     if report.fp16:

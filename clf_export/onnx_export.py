@@ -4,9 +4,10 @@
 fp32 graph (:func:`clf_export.fp32.export_fp32`: trace, fold, fuse, save, parity with torch),
 the int8 variant (:func:`clf_export.quantize.export_int8`), the fp16 variant
 (:func:`clf_export.fp16.export_fp16`) and the held-out comparison of the precisions
-(:func:`clf_export.evaluation.evaluate_sessions`). :func:`export_run` and
-:func:`export_state_dict` load the model from a ``clf-train`` run directory or a chapter-6
-state dict, and call it.
+(:func:`clf_export.evaluation.evaluate_sessions`). A model carrying LoRA adapters is merged
+into plain weights first, and the merge checked (:func:`clf_export.merge.merge_for_export`).
+:func:`export_run` and :func:`export_state_dict` load the model from a ``clf-train`` run
+directory or a chapter-6 state dict, and call it.
 
 Nothing that looks like a successful export is left behind on failure: every file is
 written into a temporary directory next to ``out_dir`` and moved into place only after
@@ -30,6 +31,7 @@ from .errors import ExportError
 from .evaluation import EvalSet, evaluate_sessions, read_labelled_file, run_eval_set
 from .fp16 import export_fp16
 from .fp32 import EXPORTER, EXPORTER_WHY, export_fp32
+from .merge import merge_for_export
 from .options import (
     DEFAULT_MAX_LENGTH,
     FP16,
@@ -93,6 +95,8 @@ def export_model(
     Writes ``model.onnx`` (+ ``model.int8.onnx`` with ``options.quantize``,
     ``model.fp16.onnx`` with ``options.fp16``) and ``report.json``. ``changes`` are
     :class:`ExportOptions` fields applied on top of ``options`` (``quantize=True``, ...).
+    A model carrying LoRA adapters (:mod:`clf_train.lora`) is merged first and the merge
+    checked (``report.lora``); ``model`` itself is not changed.
     ``options.max_length`` defaults to min(256, the model's context length). The held-out
     comparison of precisions runs on ``eval_set`` when given, else on ``options.eval_data``.
     ``pooling``, when given, must equal ``model.pooling``. ``source`` (where the model came
@@ -124,10 +128,12 @@ def export_model(
     was_training = model.training
     model.eval()
     try:
+        # Before the staging dir exists: a merge that fails its check leaves nothing behind.
+        traced, lora = merge_for_export(model, max_length=max_length)
         with staging_dir(out_dir, overwrite=opts.overwrite) as tmp:
             staged = StagedModels(tmp, metadata, threshold=opts.external_data_threshold)
             sessions: dict[str, Any] = {}  # precision -> session; the only references to them
-            fp32, sessions[FP32] = export_fp32(model, staged, opts, max_length=max_length)
+            fp32, sessions[FP32] = export_fp32(traced, staged, opts, max_length=max_length)
             int8_info = fp16_info = None
             if opts.quantize:
                 with stage("int8", "quantizing to per-row int8 and checking it"):
@@ -155,6 +161,7 @@ def export_model(
                     exporter={"name": EXPORTER, "opset": opts.opset, "why": EXPORTER_WHY},
                     models=staged.describe(),
                     parity=fp32.parity,
+                    lora=lora,
                     int8=int8_info,
                     fp16=fp16_info,
                     evaluation=evaluation,
@@ -185,8 +192,9 @@ def export_run(
     opts = resolve_options(options, changes)
     _check_out_dir(out_dir)  # before the (slow) load
     run_dir = Path(run_dir)
+    # A LoRA run comes with its adapters apart: export_model merges them and checks the merge.
     with stage("load", f"reading the run {run_dir}"):
-        model, run_cfg = load_run(run_dir)
+        model, run_cfg = load_run(run_dir, merge=False)
     return export_model(
         model,
         run_cfg.labels,
@@ -229,6 +237,14 @@ def export_state_dict(
     labels = list(labels)
     with stage("load", f"reading the state dict {state_dict}"):
         pretrained = load_pretrained(model=model, weights=state_dict, weights_flag="--state-dict")
+    if pretrained.lora is not None:
+        raise ExportError(
+            f"{state_dict} holds appendix-E LoRA adapters (W_query.lora.A ...); appendix E's "
+            "alpha is not in the file, so they cannot be merged here. Merge them before saving "
+            "(W += alpha * (A @ B).T in each LinearWithLoRA, then save the plain state dict), "
+            "or continue from the file with clf-train --weights FILE --trainable lora "
+            "--lora-rank R --lora-alpha (alpha x R) and export that run"
+        )
     cfg = pretrained.config
     head = pretrained.head
     if head is None:

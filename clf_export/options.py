@@ -33,6 +33,7 @@ __all__ = [
     "INT8",
     "INT8_FORMATS",
     "LAST_POOLING",
+    "LORA_MERGE_TOLERANCE",
     "PARITY_TOLERANCE",
     "TEST_SPLIT",
     "ExportOptions",
@@ -50,6 +51,9 @@ DEFAULT_MAX_LENGTH: Final = 256
 """``max_length`` without a run's own value: min(this, the model's context length)."""
 PARITY_TOLERANCE: Final = 1e-4
 """Largest |logit difference| allowed between the fp32 graph and the torch model."""
+LORA_MERGE_TOLERANCE: Final = 1e-5
+"""Largest |logit difference| allowed between a LoRA model with its adapters merged into the
+weights and the same model computing them apart (torch, fp32): the merge must not be visible."""
 EXTERNAL_DATA_THRESHOLD: Final = 2 * 1024**3 - 128 * 1024**2
 """Models whose tensors exceed this many bytes keep them in ``<file>.data`` (protobuf caps a
 file at 2 GiB; the margin covers the graph itself)."""

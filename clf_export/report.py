@@ -59,6 +59,9 @@ class ExportReport:
     models: list[ModelFile]
     parity: dict[str, Any]
     """fp32 graph vs torch: tolerance and max |logit diff| per probe shape."""
+    lora: dict[str, Any] | None = None
+    """A LoRA model's merge: merged vs unmerged torch logits per probe shape, the adapted
+    layers (:func:`clf_export.merge.merge_for_export`); None for a model without adapters."""
     int8: dict[str, Any] | None = None
     """int8 format and why, quantized ops, embedding scheme, comparison with fp32."""
     fp16: dict[str, Any] | None = None

@@ -45,6 +45,7 @@ __all__ = [
     "POOL_LAST",
     "POOL_MEAN",
     "PRECISIONS",
+    "RUN_ADAPTER_FILE",
     "RUN_CONFIG_FILE",
     "RUN_WEIGHTS_FILE",
     "SPLITS",
@@ -93,6 +94,9 @@ EXPORT_REPORT_FILE: Final = "report.json"
 # ----------------------------------------------------------------------------- run directory
 RUN_CONFIG_FILE: Final = "config.json"
 RUN_WEIGHTS_FILE: Final = "model.safetensors"
+"""The classifier's weights; of a ``--trainable lora`` run, the base the adapter belongs to."""
+RUN_ADAPTER_FILE: Final = "adapter.safetensors"
+"""A ``--trainable lora`` run's adapters (clf-export merges them into the base)."""
 METRICS_FILE: Final = "metrics.json"
 HISTORY_FILE: Final = "history.json"
 DATA_REPORT_FILE: Final = "data_report.json"

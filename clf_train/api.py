@@ -7,7 +7,8 @@ Order of work, chosen so that a refusal never leaves a directory behind:
 3. only then create the run directory: ``split/*.jsonl``, ``data_report.json`` and
    ``checkpoint/setup.json`` (enough to restart from scratch if killed before any step);
 4. train (see :mod:`clf_train.trainer`), checkpointing as it goes;
-5. reload the best weights, compute metrics on every split, write ``model.safetensors``,
+5. reload the best weights, compute metrics on every split, write ``model.safetensors``
+   (with ``--trainable lora``: the base weights, and the adapters in ``adapter.safetensors``),
    ``metrics.json``, ``history.json``, the plots and ``config.json``; then delete
    ``checkpoint/``. A kill during step 5 is fine: ``--resume`` redoes it.
 
@@ -39,6 +40,7 @@ from clf_runtime.contract import (
     HISTORY_FILE,
     LOSS_PNG,
     METRICS_FILE,
+    RUN_ADAPTER_FILE,
     RUN_CONFIG_FILE,
     RUN_WEIGHTS_FILE,
     SPLIT_DIR,
@@ -48,11 +50,12 @@ from clf_runtime.paths import OutputPathError, check_output_path
 from clf_runtime.tokenizer import encode_batch
 
 from .checkpoint import has_setup, load_checkpoint, read_setup, remove_checkpoint, write_setup
-from .config import TrainConfig, parse_trainable
+from .config import LORA, TrainConfig, parse_trainable
 from .distributed import World, check_world_size, init_world
 from .errors import ConfigError, TrainError, TrainingError
-from .frozen_cache import CACHE_BUDGET_BYTES, apply_trainable, build_store
+from .frozen_cache import CACHE_BUDGET_BYTES, TopSpec, apply_trainable, build_store
 from .lengths import token_length_report
+from .lora import LoraSettings, adapters_from_appendix_e, add_adapters, make_trainable, save_adapter
 from .metrics import metrics_from_confusion
 from .model import PRESETS, GPTClassifier, GPTConfig, init_weights
 from .plots import plot_history
@@ -67,6 +70,7 @@ logger = logging.getLogger(__name__)
 RUN_ENTRIES = (
     RUN_CONFIG_FILE,
     RUN_WEIGHTS_FILE,
+    RUN_ADAPTER_FILE,
     METRICS_FILE,
     HISTORY_FILE,
     LOSS_PNG,
@@ -143,11 +147,17 @@ def _clear_run_files(out: Path) -> None:
 
 
 def _build_model(cfg: TrainConfig, num_labels: int) -> tuple[GPTClassifier, str]:
-    """(model, init source) per ``--init``; deterministic, so a resume rebuilds the same one."""
+    """(model, init source) per ``--init``; deterministic, so a resume rebuilds the same one.
+
+    With ``--trainable lora`` the model carries its adapters: seeded, or the appendix-E
+    adapters of a ``--weights`` file.
+    """
     if cfg.init == "random":
         mcfg = replace(PRESETS[cfg.model], dropout=cfg.dropout)
         model = GPTClassifier(mcfg, num_labels, pooling=cfg.pooling)
         init_weights(model, seed=cfg.seed, n_layer=mcfg.n_layer)
+        if cfg.trainable == LORA:
+            add_adapters(model, LoraSettings.from_config(cfg), seed=cfg.seed)
         return model, f"random:{cfg.model}:seed={cfg.seed}"
     from .pretrained import build_classifier, load_pretrained
 
@@ -155,6 +165,18 @@ def _build_model(cfg: TrainConfig, num_labels: int) -> tuple[GPTClassifier, str]
     pre = load_pretrained(model=None if cfg.weights else cfg.model, weights=cfg.weights)
     pre = replace(pre, config=replace(pre.config, dropout=cfg.dropout))
     model = build_classifier(pre, num_labels, pooling=cfg.pooling, seed=cfg.seed)
+    initial = None
+    if pre.lora is not None:
+        initial, rank = adapters_from_appendix_e(pre.lora)
+        if cfg.trainable != LORA or cfg.lora_rank != rank:
+            raise ConfigError(
+                f"--weights {cfg.weights} holds rank-{rank} LoRA adapters (appendix E); continue "
+                f"from them with --trainable lora --lora-rank {rank} and --lora-alpha = the "
+                f"appendix's alpha x {rank} (the file does not record alpha; its rank {rank}, "
+                f"alpha 16 is --lora-alpha {16 * rank})"
+            )
+    if cfg.trainable == LORA:
+        add_adapters(model, LoraSettings.from_config(cfg), seed=cfg.seed, initial=initial)
     return model, pre.source
 
 
@@ -170,6 +192,8 @@ def _max_length(cfg: TrainConfig, model_cfg: GPTConfig) -> int:
 
 
 def _check_trainable(cfg: TrainConfig, model: GPTClassifier) -> int | None:
+    if cfg.trainable == LORA:
+        return None  # checked when the adapters were added (_build_model)
     n_top = parse_trainable(cfg.trainable)
     n_layer = model.cfg.n_layer
     if n_top is not None and n_top > n_layer:
@@ -181,11 +205,14 @@ def train(
     config: TrainConfig,
     *,
     on_epoch: Callable[[dict[str, Any]], None] | None = None,
+    on_start: Callable[[dict[str, Any]], None] | None = None,
     cache_budget_bytes: int = CACHE_BUDGET_BYTES,
 ) -> TrainResult:
     """Train a classifier per ``config`` into ``config.out`` (or continue ``config.resume``).
 
-    ``on_epoch`` is called with each epoch's history record. Every failure is a
+    ``on_start`` is called once the model is built, before the frozen part is cached, with
+    :func:`describe_trainable`'s record (trainable and total parameter counts, strategy, frozen
+    part); ``on_epoch`` with each epoch's history record. Every failure is a
     :class:`~clf_train.errors.TrainError`: :class:`ConfigError` (the config or the device),
     ``DataError``, ``PretrainedError``, :class:`TrainingError`, ``CheckpointError`` or
     ``RunDirError``; all refusals before training starts leave no run directory behind.
@@ -197,7 +224,13 @@ def train(
     config.validate()
     world = init_world(_device(_requested_device(config)), timeout_s=config.dist_timeout)
     prepared = _prepare(config, world)
-    result = _run(prepared, world, on_epoch=on_epoch, cache_budget_bytes=cache_budget_bytes)
+    result = _run(
+        prepared,
+        world,
+        on_epoch=on_epoch,
+        on_start=on_start if world.is_main else None,
+        cache_budget_bytes=cache_budget_bytes,
+    )
     # Only on success: after a failure the process is about to exit, and tearing down a group
     # whose peers are gone can block (NCCL).
     world.close()
@@ -340,11 +373,24 @@ def _from_run_dir(
     return _Prepared(run_dir, cfg, setup, texts, model, device)
 
 
+def describe_trainable(model: GPTClassifier, spec: TopSpec, cfg: TrainConfig) -> dict[str, Any]:
+    """What trains: the strategy, trainable / total parameter counts, the LoRA settings (or
+    None) and where the frozen part ends. Stored in config.json and passed to ``on_start``."""
+    return {
+        "trainable": cfg.trainable,
+        "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
+        "total_parameters": sum(p.numel() for p in model.parameters()),
+        "lora": LoraSettings.from_config(cfg).to_dict() if cfg.trainable == LORA else None,
+        "frozen_part": {"mode": spec.mode, "start_block": spec.start},
+    }
+
+
 def _run(
     prepared: _Prepared,
     world: World,
     *,
     on_epoch: Callable[[dict[str, Any]], None] | None,
+    on_start: Callable[[dict[str, Any]], None] | None = None,
     cache_budget_bytes: int,
 ) -> TrainResult:
     """Cache the frozen part, train, then write the final run files (steps 4-5 above)."""
@@ -353,7 +399,14 @@ def _run(
     setup, texts = prepared.setup, prepared.texts
     labels: list[str] = setup["labels"]
     max_length: int = setup["max_length"]
-    spec = apply_trainable(model, parse_trainable(cfg.trainable))
+    if cfg.trainable == LORA:
+        spec = make_trainable(model)
+    else:
+        spec = apply_trainable(model, parse_trainable(cfg.trainable))
+    trainable = describe_trainable(model, spec, cfg)
+    logger.info("trainable parameters: %s", trainable)
+    if on_start is not None:
+        on_start(trainable)
     model.to(device)
     ids = {name: encode_batch(t, max_length=max_length) for name, (t, _) in texts.items()}
     targets = {name: label_targets(y, labels, device) for name, (_, y) in texts.items()}
@@ -392,7 +445,6 @@ def _run(
     for name in SPLITS:
         ev = evaluate(model, spec, stores[name], targets[name], world=world)
         metrics[name] = metrics_from_confusion(ev.matrix, labels, loss=ev.loss)
-    trainable_count = sum(p.numel() for p in model.parameters() if p.requires_grad)
     run_config = RunConfig(
         model=model.cfg,
         labels=labels,
@@ -401,7 +453,9 @@ def _run(
         train={
             **cfg.to_dict(),
             "init_source": setup["init_source"],
-            "trainable_parameters": trainable_count,
+            "trainable_parameters": trainable["trainable_parameters"],
+            "total_parameters": trainable["total_parameters"],
+            **({"lora": trainable["lora"]} if trainable["lora"] is not None else {}),
             "data_report": setup["data_report"],
             "world_size": world.size,
         },
@@ -427,7 +481,15 @@ def _run(
     model.eval()
     # The evaluation's all-reduces above are the barrier: every rank is done with the run.
     if world.is_main:
-        save_weights(run_dir / RUN_WEIGHTS_FILE, model, run_config=run_config)
+        save_weights(run_dir / RUN_WEIGHTS_FILE, model, run_config=run_config)  # LoRA: the base
+        if cfg.trainable == LORA:
+            save_adapter(
+                run_dir / RUN_ADAPTER_FILE,
+                model,
+                LoraSettings.from_config(cfg),
+                base_file=run_dir / RUN_WEIGHTS_FILE,
+                run_config=run_config.to_dict(),
+            )
         atomic_write_json(run_dir / METRICS_FILE, metrics)
         atomic_write_json(run_dir / HISTORY_FILE, history)
         plot_history(run_dir, state.history, best_epoch=state.best_epoch)

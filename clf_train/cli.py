@@ -31,6 +31,8 @@ from .config import (
     DIST_TIMEOUT_S,
     FROZEN_DTYPES,
     INITS,
+    LORA_DEFAULTS,
+    LORA_TARGETS,
     PRESET_ARGS,
     PRETRAINED_EPOCHS,
     PRETRAINED_LR,
@@ -82,9 +84,20 @@ _HELP = {
     "--weights": "local pretrained weights (HF dir/safetensors or a torch state dict); their "
     "shape wins over --model",
     "--init": f"start from pretrained weights or a seeded random init (default {_DEFAULTS.init})",
-    "--trainable": "head | last-block | last-N-blocks (e.g. last-2-blocks) | all (default "
+    "--trainable": "head | last-block | last-N-blocks (e.g. last-2-blocks) | all | lora (default "
     f"{PRETRAINED_TRAINABLE}; {RANDOM_TRAINABLE} with --init random). Training blocks also trains "
-    "the final norm; the head always trains",
+    "the final norm; the head always learns (with lora: through its adapter, or in full when it "
+    "has none)",
+    "--lora-rank": f"rank r of every LoRA adapter (default {LORA_DEFAULTS['lora_rank']})",
+    "--lora-alpha": "LoRA scale: the update is (alpha / rank) * B A, as in the LoRA paper and "
+    f"peft (default {LORA_DEFAULTS['lora_alpha']:g}). The chapter-6 appendix E multiplies by "
+    "alpha alone: its rank 16, alpha 16 is --lora-rank 16 --lora-alpha 256",
+    "--lora-targets": f"comma-separated layers to adapt: {', '.join(LORA_TARGETS)} (q, k, v: "
+    f"one adapter each on the fused projection), or all (default {LORA_DEFAULTS['lora_targets']})",
+    "--lora-dropout": "dropout on the adapters' input while training "
+    f"(default {LORA_DEFAULTS['lora_dropout']})",
+    "--lora-blocks": "adapters in every block (all) or only the top N (last-N, e.g. last-2: the "
+    f"frozen blocks below are cached) (default {LORA_DEFAULTS['lora_blocks']})",
     "--pooling": f"last real token or mean (default {_DEFAULTS.pooling})",
     "--max-length": "tokens kept per text, from its start (default: min(256, context length))",
     "--dropout": f"dropout in the trainable blocks (default {_DEFAULTS.dropout})",
@@ -164,6 +177,17 @@ speed:
 distributed:
 {distributed}
 
+LoRA (--trainable lora):
+  Every base weight is frozen and rank-r adapters on the --lora-targets layers train; a head
+  without an adapter trains in full. With --lora-blocks last-N the blocks below the top N
+  are cached as above, so a step runs only the top N blocks (about the cost of
+  last-N-blocks; measured times in the README); with all, every block runs every step. The
+  run keeps the adapter in OUT/adapter.safetensors beside the base weights
+  (OUT/model.safetensors); clf-export merges it into the weights, so the exported model is
+  as fast as any other. A chapter-6 state dict saved after appendix E's
+  replace_linear_with_lora can be given to --weights: its adapters are the starting point
+  (pass its rank, and --lora-alpha = its alpha x rank).
+
 resume:
 {resume}
 
@@ -171,6 +195,7 @@ examples:
   clf-train --preset sms-demo --out runs/demo
   clf-train --data sms.csv --text-col message --label-col category --model gpt2 --out runs/a
   clf-train --data sms.csv --init random --model gpt2-mini --out runs/c   # no weights needed
+  clf-train --data sms.csv --trainable lora --lora-rank 16 --lora-alpha 256 --out runs/lora
   clf-train --resume runs/a
   torchrun --nproc-per-node 2 -m clf_train --data sms.csv --device cuda --out runs/b
 """
@@ -200,6 +225,11 @@ def build_parser() -> argparse.ArgumentParser:
     add(m, "--weights")
     add(m, "--init", choices=INITS)
     add(m, "--trainable")
+    add(m, "--lora-rank", type=int, metavar="R")
+    add(m, "--lora-alpha", type=float, metavar="A")
+    add(m, "--lora-targets", metavar="LIST")
+    add(m, "--lora-dropout", type=float, metavar="P")
+    add(m, "--lora-blocks", metavar="all|last-N")
     add(m, "--pooling", choices=POOLINGS)
     add(m, "--max-length", type=int)
     add(m, "--dropout", type=float)
@@ -256,6 +286,20 @@ def _print_epoch(record: dict[str, Any]) -> None:
         f"acc {_fmt(record['val_accuracy'])} | {record['seconds']:.1f}s",
         flush=True,
     )
+
+
+def _print_start(info: dict[str, Any]) -> None:
+    """The trainable-parameter count, printed before the frozen part is cached."""
+    n, total = info["trainable_parameters"], info["total_parameters"]
+    line = f"trainable parameters: {n:,} of {total:,} ({100 * n / total:.3g} %), --trainable "
+    line += info["trainable"]
+    lora = info.get("lora")
+    if lora is not None:
+        line += (
+            f" (rank {lora['rank']}, alpha {lora['alpha']:g}, scaling {lora['scaling']:g}, "
+            f"targets {','.join(lora['targets'])}, blocks {lora['blocks']})"
+        )
+    print(line, flush=True)
 
 
 def _print_summary(result: Any) -> None:
@@ -399,7 +443,12 @@ def _train(args: argparse.Namespace, env: DistEnv | None) -> int:
 
         try:
             config = config_from_args(args)
-            result = train(config, on_epoch=_print_epoch if rank == 0 else None)
+            main_rank = rank == 0
+            result = train(
+                config,
+                on_epoch=_print_epoch if main_rank else None,
+                on_start=_print_start if main_rank else None,
+            )
         except ConfigError as e:  # before TrainError: it is one
             print(f"{prog}: error: {e}", file=sys.stderr)
             return 2

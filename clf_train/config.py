@@ -15,6 +15,10 @@ resolved by :meth:`TrainConfig.resolved`:
   ``--trainable all``; its measured accuracy is in the README): 1e-3 was less stable, and
   dropout 0.1 did not help.
 
+``--trainable lora`` has its own flags (``--lora-rank`` ...), ``None`` here and filled with
+:data:`LORA_DEFAULTS` by :meth:`TrainConfig.resolved`; given without ``--trainable lora`` they
+are refused, so a LoRA flag is never silently ignored.
+
 Torch-free: the model names and shapes come from :mod:`clf_train.presets`, the pooling names
 from :mod:`clf_runtime.contract`, so ``import clf_train.config`` does not load torch.
 """
@@ -23,7 +27,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import asdict, dataclass, replace
-from typing import Any
+from typing import Any, Final
 
 from clf_runtime.contract import POOLINGS
 
@@ -35,12 +39,17 @@ __all__ = [
     "DEVICES",
     "FROZEN_DTYPES",
     "INITS",
+    "LORA",
+    "LORA_DEFAULTS",
+    "LORA_TARGETS",
     "MODELS",
     "PRESET_ARGS",
     "RANDOM_ONLY_MODELS",
     "ConfigError",
     "TrainConfig",
     "one_of",
+    "parse_lora_blocks",
+    "parse_lora_targets",
     "parse_trainable",
 ]
 
@@ -79,6 +88,29 @@ PRESET_ARGS: dict[str, dict[str, Any]] = {
 }
 
 _LAST_N = re.compile(r"last-(\d+)-blocks")
+_LORA_LAST_N = re.compile(r"last-(\d+)")
+
+LORA: Final = "lora"
+"""The ``--trainable`` value that trains low-rank adapters instead of unfreezing weights."""
+LORA_TARGETS: Final = ("q", "k", "v", "attn-out", "mlp-in", "mlp-out", "head")
+"""``--lora-targets`` names: query, key and value (each its own adapter on the fused qkv
+projection), the attention output projection, the MLP's two layers, the classification head."""
+LORA_DEFAULTS: Final[dict[str, Any]] = {
+    "lora_rank": 16,
+    "lora_alpha": 16.0,
+    "lora_targets": "all",
+    "lora_dropout": 0.0,
+    "lora_blocks": "all",
+}
+"""Values of the LoRA flags a ``--trainable lora`` run does not give: the rank and targets of
+the chapter-6 recipe's appendix E (alpha: see ``--lora-alpha``)."""
+_LORA_FLAGS = {
+    "lora_rank": "--lora-rank",
+    "lora_alpha": "--lora-alpha",
+    "lora_targets": "--lora-targets",
+    "lora_dropout": "--lora-dropout",
+    "lora_blocks": "--lora-blocks",
+}
 
 
 def one_of(values: tuple[str, ...]) -> str:
@@ -101,10 +133,45 @@ def parse_trainable(spec: str) -> int | None:
     m = _LAST_N.fullmatch(spec)
     if m and int(m.group(1)) >= 1:
         return int(m.group(1))
+    if spec == LORA:
+        # Not a number of blocks: the LoRA flags say what trains (clf_train.lora).
+        raise ValueError("--trainable lora trains adapters, not blocks: read the --lora-* flags")
     raise ValueError(
-        f"--trainable must be head, last-block, last-N-blocks (N >= 1, e.g. last-2-blocks) "
-        f"or all, got {spec!r}"
+        f"--trainable must be head, last-block, last-N-blocks (N >= 1, e.g. last-2-blocks), "
+        f"all or lora, got {spec!r}"
     )
+
+
+def parse_lora_targets(spec: str) -> tuple[str, ...]:
+    """``--lora-targets`` -> the adapted layer kinds, in :data:`LORA_TARGETS` order.
+
+    ``"all"`` -> every target; ``"q,v"`` -> ``("q", "v")``. Raises ``ValueError`` naming the
+    unknown names and the known ones.
+    """
+    names = [x.strip() for x in spec.split(",") if x.strip()]
+    if names == ["all"]:
+        return LORA_TARGETS
+    unknown = [x for x in names if x not in LORA_TARGETS]
+    if unknown or not names:
+        got = (
+            f"unknown target{'s' * (len(unknown) > 1)} {', '.join(unknown)}" if unknown else "none"
+        )
+        raise ValueError(
+            f"--lora-targets takes a comma-separated list of {', '.join(LORA_TARGETS)} (or all), "
+            f"got {spec!r}: {got}"
+        )
+    return tuple(t for t in LORA_TARGETS if t in names)
+
+
+def parse_lora_blocks(spec: str) -> int | None:
+    """``--lora-blocks`` -> the number of top blocks with adapters: ``"all"`` -> None,
+    ``"last-N"`` -> N (N >= 1). Raises ``ValueError`` for anything else."""
+    if spec == "all":
+        return None
+    m = _LORA_LAST_N.fullmatch(spec)
+    if m and int(m.group(1)) >= 1:
+        return int(m.group(1))
+    raise ValueError(f"--lora-blocks must be all or last-N (N >= 1, e.g. last-2), got {spec!r}")
 
 
 @dataclass(frozen=True)
@@ -132,8 +199,20 @@ class TrainConfig:
     init: str = "pretrained"
     """--init: start from pretrained weights or from a seeded random initialisation."""
     trainable: str | None = None
-    """--trainable: head | last-block | last-N-blocks | all (the head is always trained);
+    """--trainable: head | last-block | last-N-blocks | all | lora (the head always learns);
     default last-block with --init pretrained, all with --init random."""
+    lora_rank: int | None = None
+    """--lora-rank: rank r of every adapter (default 16; --trainable lora only)."""
+    lora_alpha: float | None = None
+    """--lora-alpha: the update is (alpha / rank) * B A, as in the LoRA paper and peft
+    (default 16; the appendix-E layer's own alpha a is --lora-alpha a * rank)."""
+    lora_targets: str | None = None
+    """--lora-targets: comma-separated layers to adapt, of q, k, v, attn-out, mlp-in, mlp-out,
+    head (default all)."""
+    lora_dropout: float | None = None
+    """--lora-dropout: dropout on each adapter's input while training (default 0.0)."""
+    lora_blocks: str | None = None
+    """--lora-blocks: adapters in every block ("all", the default) or the top N ("last-N")."""
     pooling: str = "last"
     """--pooling: read the last real token ("last") or average the real tokens ("mean")."""
     max_length: int | None = None
@@ -198,7 +277,7 @@ class TrainConfig:
         if self.init == "random" and self.weights is not None:
             p.append("--weights only makes sense with --init pretrained; drop one of them")
         try:
-            n = None if self.trainable is None else parse_trainable(self.trainable)
+            n = None if self.trainable in (None, LORA) else parse_trainable(self.trainable)
         except ValueError as e:
             p.append(str(e))
         else:
@@ -207,6 +286,7 @@ class TrainConfig:
                 p.append(
                     f"--trainable {self.trainable}: {self.model} has only {cfg.n_layer} blocks"
                 )
+        p += self._lora_problems()
         if self.pooling not in POOLINGS:
             p.append(f"--pooling must be {one_of(POOLINGS)}, got {self.pooling!r}")
         if self.max_length is not None:
@@ -244,6 +324,45 @@ class TrainConfig:
             p.append(f"--frozen-dtype must be {one_of(FROZEN_DTYPES)}, got {self.frozen_dtype!r}")
         return p
 
+    def _lora_problems(self) -> list[str]:
+        """The LoRA flags' problems: given without ``--trainable lora``, or bad values."""
+        given = [flag for name, flag in _LORA_FLAGS.items() if getattr(self, name) is not None]
+        if self.trainable != LORA:
+            if not given:
+                return []
+            return [
+                f"{', '.join(given)} only appl{'ies' if len(given) == 1 else 'y'} with "
+                f"--trainable lora (got --trainable {self.trainable or 'default'}); add "
+                "--trainable lora or "
+                f"drop {'it' if len(given) == 1 else 'them'}"
+            ]
+        p: list[str] = []
+        rank, alpha, dropout = self.lora_rank, self.lora_alpha, self.lora_dropout
+        if rank is not None and not (isinstance(rank, int) and rank >= 1):
+            p.append(f"--lora-rank must be an integer >= 1, got {rank!r}")
+        if alpha is not None and not (isinstance(alpha, (int, float)) and 0 < alpha < float("inf")):
+            p.append(f"--lora-alpha must be a finite number > 0, got {alpha!r}")
+        if dropout is not None and not 0.0 <= dropout < 1.0:
+            p.append(f"--lora-dropout must be in [0, 1), got {dropout}")
+        if self.lora_targets is not None:
+            try:
+                parse_lora_targets(self.lora_targets)
+            except ValueError as e:
+                p.append(str(e))
+        if self.lora_blocks is not None:
+            try:
+                n = parse_lora_blocks(self.lora_blocks)
+            except ValueError as e:
+                p.append(str(e))
+            else:
+                cfg = PRESETS.get(self.model)
+                if n is not None and cfg is not None and self.weights is None and n > cfg.n_layer:
+                    p.append(
+                        f"--lora-blocks {self.lora_blocks}: {self.model} has only "
+                        f"{cfg.n_layer} blocks"
+                    )
+        return p
+
     def validate(self) -> TrainConfig:
         """Return ``self`` if valid, else raise one :class:`ConfigError` listing every problem."""
         p = self.problems()
@@ -255,7 +374,8 @@ class TrainConfig:
         return self
 
     def resolved(self) -> TrainConfig:
-        """A copy with the ``--init``-dependent defaults (trainable, lr, epochs) filled in."""
+        """A copy with the ``--init``-dependent defaults (trainable, lr, epochs) filled in, and
+        with ``--trainable lora`` the LoRA flags not given (:data:`LORA_DEFAULTS`)."""
         random_init = self.init == "random"
         trainable = self.trainable
         if trainable is None:
@@ -264,7 +384,13 @@ class TrainConfig:
         epochs = self.epochs
         if epochs is None:
             epochs = RANDOM_EPOCHS if random_init else PRETRAINED_EPOCHS
-        return replace(self, trainable=trainable, lr=lr, epochs=epochs)
+        lora = {}
+        if trainable == LORA:
+            lora = {
+                k: v if getattr(self, k) is None else getattr(self, k)
+                for k, v in LORA_DEFAULTS.items()
+            }
+        return replace(self, trainable=trainable, lr=lr, epochs=epochs, **lora)
 
     def advice(self) -> list[str]:
         """Warnings about a valid but probably unintended combination of flags."""

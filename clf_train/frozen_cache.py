@@ -5,7 +5,9 @@ Frozen blocks never change, so their output for a given text never changes eithe
 (eval mode, no grad) and each text's residual stream ``(T_i, C)`` is kept; training then runs
 only :meth:`GPTClassifier.forward_from_block`. With ``--trainable head`` the pooled final
 features ``(C,)`` are kept and only the linear head trains. With ``--trainable all`` nothing
-is frozen and batches carry token ids.
+is frozen and batches carry token ids. ``--trainable lora`` sets its own top
+(:func:`clf_train.lora.make_trainable`): the blocks below the lowest adapted one are frozen in
+full and cached the same way.
 
 The frozen part always runs in eval mode: dropout acts only inside the trainable blocks, so
 the cached values are deterministic (and a resumed run recomputes the very same cache).

@@ -4,7 +4,11 @@ Layout (every file written atomically; the names are defined once, in
 :mod:`clf_runtime.contract`)::
 
     RUN/config.json        model config + training config + labels + pooling + max_length
-    RUN/model.safetensors  best weights (GPTClassifier state dict), never pickle
+    RUN/model.safetensors  best weights (GPTClassifier state dict), never pickle; of a
+                           --trainable lora run: the base (frozen weights, and the head when
+                           it trains in full) that the adapter below belongs to
+    RUN/adapter.safetensors  --trainable lora only: the adapters, their settings and the
+                           sha256 of model.safetensors in the header (clf_train.lora)
     RUN/metrics.json       per split: n, accuracy, loss, per-class P/R/F1, confusion matrix
     RUN/history.json       per-epoch train/val loss and accuracy
     RUN/loss.png, RUN/accuracy.png
@@ -27,9 +31,16 @@ from safetensors.torch import load_file, save_file
 
 from clf_runtime._version import __version__
 from clf_runtime.atomic import atomic_path, atomic_write_json, atomic_write_text
-from clf_runtime.contract import RUN_CONFIG_FILE, RUN_WEIGHTS_FILE, SPLIT_DIR, split_file
+from clf_runtime.contract import (
+    RUN_ADAPTER_FILE,
+    RUN_CONFIG_FILE,
+    RUN_WEIGHTS_FILE,
+    SPLIT_DIR,
+    split_file,
+)
 
 from .errors import RunDirError
+from .lora import LoraSettings, add_adapters, base_state_dict, merge_adapters, read_adapter
 from .model import GPTClassifier, GPTConfig
 
 __all__ = [
@@ -90,8 +101,12 @@ class RunConfig:
 
 
 def save_weights(path: Path, model: GPTClassifier, *, run_config: RunConfig | None = None) -> None:
-    """Save ``model``'s state dict as safetensors, atomically, with the config in its header."""
-    tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    """Save ``model``'s state dict as safetensors, atomically, with the config in its header.
+
+    A model with LoRA adapters saves its base only (the adapters go to their own file:
+    :func:`clf_train.lora.save_adapter`).
+    """
+    tensors = {k: v.contiguous().cpu() for k, v in base_state_dict(model).items()}
     meta = {"format": "pt"}
     if run_config is not None:
         meta["gpt_clf_config"] = json.dumps(run_config.to_dict())
@@ -99,10 +114,15 @@ def save_weights(path: Path, model: GPTClassifier, *, run_config: RunConfig | No
         save_file(tensors, str(tmp), metadata=meta)
 
 
-def load_run(run_dir: str | Path, *, device: str = "cpu") -> tuple[GPTClassifier, RunConfig]:
+def load_run(
+    run_dir: str | Path, *, device: str = "cpu", merge: bool = True
+) -> tuple[GPTClassifier, RunConfig]:
     """Rebuild the trained classifier of ``run_dir`` in eval mode.
 
-    Raises :class:`RunDirError` naming the missing file or the mismatching tensor.
+    A ``--trainable lora`` run is its base plus ``adapter.safetensors``: merged into plain
+    weights by default, or with ``merge=False`` the base carrying the adapters (what
+    ``clf-export`` checks the merge against). Raises :class:`RunDirError` naming the missing
+    file or the mismatching tensor.
     """
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
@@ -126,6 +146,21 @@ def load_run(run_dir: str | Path, *, device: str = "cpu") -> tuple[GPTClassifier
     model = GPTClassifier(cfg.model, len(cfg.labels), pooling=cfg.pooling)
     check_state_dict(model, state, source=str(run_dir / RUN_WEIGHTS_FILE))
     model.load_state_dict(state)
+    lora = cfg.train.get("lora")
+    if lora is not None:
+        try:
+            settings = LoraSettings.from_dict(lora)
+        except (KeyError, TypeError, ValueError) as e:
+            raise RunDirError(f"{run_dir / RUN_CONFIG_FILE}: train.lora is invalid: {e!r}") from e
+        adapters = read_adapter(
+            run_dir / RUN_ADAPTER_FILE, settings, base_file=run_dir / RUN_WEIGHTS_FILE
+        )
+        try:
+            add_adapters(model, settings, seed=0, initial=adapters)  # values from the file
+        except ValueError as e:  # ConfigError: names or shapes do not fit
+            raise RunDirError(f"{run_dir / RUN_ADAPTER_FILE} does not fit its run: {e}") from e
+        if merge:
+            model = merge_adapters(model)
     return model.to(device).eval(), cfg
 
 

@@ -7,7 +7,9 @@ Two layouts are known:
   and transposed here), with its ``config.json``;
 - the chapter-6 state dict of "Build a Large Language Model (From Scratch)"
   (``llms_from_scratch.ch04.GPTModel``: ``tok_emb.weight``, ``trf_blocks.0.att.W_query.weight``,
-  ...; separate query/key/value projections, concatenated here).
+  ...; separate query/key/value projections, concatenated here), also after its appendix E
+  wrapped the Linear layers with LoRA (``...W_query.linear.weight`` + ``...W_query.lora.A``):
+  :func:`split_lora` takes the adapters out first.
 
 Pickle-based files are only ever read with ``torch.load(weights_only=True)``.
 """
@@ -26,7 +28,7 @@ from safetensors.torch import load_file
 
 from ..errors import PretrainedError
 
-__all__ = ["convert", "read_config_json", "read_tensors"]
+__all__ = ["LoraPairs", "convert", "read_config_json", "read_tensors", "split_lora"]
 
 _TORCH_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt")
 _TO_SAFETENSORS = (
@@ -168,6 +170,75 @@ def convert(
         head = {k: v.to(torch.float32).contiguous() for k, v in head.items()}
     qkv_bias = any(k.endswith("attn.qkv.bias") for k in backbone)
     return layout, backbone, head, qkv_bias
+
+
+# Appendix-E LoRA adapters: (block index, or None for the head; target) -> (A (in, r), B (r, out))
+# as ``llms_from_scratch.appendix_e.LoRALayer`` stores them.
+LoraPairs = dict[tuple[int | None, str], tuple[torch.Tensor, torch.Tensor]]
+# Chapter-6 module inside block i -> its --lora-targets name.
+_CH06_LORA_TARGETS = {
+    "att.W_query": "q",
+    "att.W_key": "k",
+    "att.W_value": "v",
+    "att.out_proj": "attn-out",
+    "ff.layers.0": "mlp-in",
+    "ff.layers.2": "mlp-out",
+}
+_LORA_RE = re.compile(r"(.+)\.lora\.(A|B)")
+
+
+def split_lora(
+    raw: dict[str, torch.Tensor], file: Path
+) -> tuple[dict[str, torch.Tensor], LoraPairs | None]:
+    """Take appendix-E adapters out of a chapter-6 state dict.
+
+    ``replace_linear_with_lora`` renames each wrapped layer's ``X.weight`` to
+    ``X.linear.weight`` and adds ``X.lora.A`` (in, r) and ``X.lora.B`` (r, out). Returns the
+    state dict under plain chapter-6 names and the adapter pairs (None when there are none).
+    """
+    tensors = {_strip_wrappers(k): v for k, v in raw.items()}
+    wrapped = {m[1] for k in tensors if (m := _LORA_RE.fullmatch(k))}
+    if not wrapped:
+        return raw, None
+    plain: dict[str, torch.Tensor] = {}
+    parts: dict[str, dict[str, torch.Tensor]] = {}
+    for name, t in tensors.items():
+        if m := _LORA_RE.fullmatch(name):
+            parts.setdefault(m[1], {})[m[2]] = t
+            continue
+        prefix, _, kind = name.rpartition(".")
+        if prefix.endswith(".linear") and prefix.removesuffix(".linear") in wrapped:
+            name = f"{prefix.removesuffix('.linear')}.{kind}"
+        plain[name] = t
+    pairs: LoraPairs = {}
+    unknown = []
+    for module, ab in sorted(parts.items()):
+        m = _BLOCK_RE["ch06"].fullmatch(module)
+        key: tuple[int | None, str] | None = None
+        if module == "out_head":
+            key = (None, "head")
+        elif m and m[2] in _CH06_LORA_TARGETS:
+            key = (int(m[1]), _CH06_LORA_TARGETS[m[2]])
+        if key is None or set(ab) != {"A", "B"}:
+            unknown.append(module)
+            continue
+        a, b = ab["A"], ab["B"]
+        if a.dim() != 2 or b.dim() != 2 or a.shape[1] != b.shape[0]:
+            raise PretrainedError(
+                f"{file}: the LoRA adapter of {module} has A {tuple(a.shape)} and B "
+                f"{tuple(b.shape)}; expected (in, r) and (r, out) as appendix E stores them"
+            )
+        pairs[key] = (a.float(), b.float())
+    if unknown:
+        raise PretrainedError(
+            f"{file} has LoRA adapters I cannot place (or without both A and B): "
+            f"{unknown[:6]}; appendix-E adapters are known on att.W_query, att.W_key, "
+            "att.W_value, att.out_proj, ff.layers.0, ff.layers.2 and out_head"
+        )
+    ranks = sorted({int(a.shape[1]) for a, _ in pairs.values()})
+    if len(ranks) > 1:
+        raise PretrainedError(f"{file}: LoRA adapters of different ranks {ranks}; expected one")
+    return plain, pairs
 
 
 # (backbone tensors under our names, head or None, names that fit nowhere)

@@ -12,7 +12,7 @@ import torch
 from ..errors import PretrainedError
 from ..model import PRESETS, GPTBackbone, GPTClassifier, GPTConfig
 from .hub import check_name, locate, resolve_hub
-from .layouts import convert, read_config_json, read_tensors
+from .layouts import LoraPairs, convert, read_config_json, read_tensors, split_lora
 
 __all__ = ["PretrainedWeights", "build_classifier", "load_pretrained"]
 
@@ -29,6 +29,9 @@ class PretrainedWeights:
     """``{"weight": (C, d), "bias": (C,)}`` when the file holds a classification head, else None."""
     source: str
     """Provenance: layout and file, e.g. ``"hf:/path/model.safetensors"``, ``"ch06:/x.pth"``."""
+    lora: LoraPairs | None = None
+    """Appendix-E LoRA adapters found in a chapter-6 file, as it stores them (``A`` (in, r),
+    ``B`` (r, out)) keyed by (block or None for the head, target); None when there are none."""
 
 
 def load_pretrained(
@@ -57,7 +60,7 @@ def load_pretrained(
             "(--weights DIR|FILE), or train from scratch with --init random"
         )
     file, config_file = locate(path, flag=weights_flag)
-    tensors = read_tensors(file)
+    tensors, lora = split_lora(read_tensors(file), file)
     layout, backbone, head, qkv_bias = convert(tensors, file)
     file_cfg = read_config_json(config_file) if config_file is not None else {}
     cfg = _make_config(backbone, qkv_bias, file_cfg, model, file, config_file, weights_flag)
@@ -79,7 +82,14 @@ def load_pretrained(
                 f"{file}: the classification head has weight {w} and bias {b}, expected "
                 f"(num_classes, {cfg.d_model}) and (num_classes,)"
             )
-    return PretrainedWeights(config=cfg, backbone=backbone, head=head, source=f"{layout}:{file}")
+    if lora is not None and (None, "head") in lora and head is None:
+        raise PretrainedError(
+            f"{file} has a LoRA adapter on out_head but no classification head: out_head is "
+            "the language-model head; adapters are loaded for classifiers only"
+        )
+    return PretrainedWeights(
+        config=cfg, backbone=backbone, head=head, source=f"{layout}:{file}", lora=lora
+    )
 
 
 def build_classifier(
