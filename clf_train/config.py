@@ -324,6 +324,12 @@ class TrainConfig:
             p.append(f"--frozen-dtype must be {one_of(FROZEN_DTYPES)}, got {self.frozen_dtype!r}")
         return p
 
+    def _trainable_or_default(self) -> str:
+        """``--trainable`` as given, or the default that :meth:`resolved` fills in."""
+        if self.trainable is not None:
+            return self.trainable
+        return RANDOM_TRAINABLE if self.init == "random" else PRETRAINED_TRAINABLE
+
     def _lora_problems(self) -> list[str]:
         """The LoRA flags' problems: given without ``--trainable lora``, or bad values."""
         given = [flag for name, flag in _LORA_FLAGS.items() if getattr(self, name) is not None]
@@ -332,7 +338,7 @@ class TrainConfig:
                 return []
             return [
                 f"{', '.join(given)} only appl{'ies' if len(given) == 1 else 'y'} with "
-                f"--trainable lora (got --trainable {self.trainable or 'default'}); add "
+                f"--trainable lora (got --trainable {self._trainable_or_default()}); add "
                 "--trainable lora or "
                 f"drop {'it' if len(given) == 1 else 'them'}"
             ]
@@ -377,9 +383,7 @@ class TrainConfig:
         """A copy with the ``--init``-dependent defaults (trainable, lr, epochs) filled in, and
         with ``--trainable lora`` the LoRA flags not given (:data:`LORA_DEFAULTS`)."""
         random_init = self.init == "random"
-        trainable = self.trainable
-        if trainable is None:
-            trainable = RANDOM_TRAINABLE if random_init else PRETRAINED_TRAINABLE
+        trainable = self._trainable_or_default()
         lr = self.lr if self.lr is not None else (RANDOM_LR if random_init else PRETRAINED_LR)
         epochs = self.epochs
         if epochs is None:

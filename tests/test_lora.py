@@ -110,8 +110,9 @@ def test_lora_defaults_fill_in_only_for_lora() -> None:
         ),
         (
             ["--lora-rank", "8", "--lora-targets", "q,v"],
+            # --init random (in `base`): the default --trainable is all.
             ["--lora-rank, --lora-targets only apply with --trainable lora (got --trainable "
-             "last-block); add --trainable lora or drop them"],
+             "all); add --trainable lora or drop them"],
         ),
         (
             ["--trainable", "lora", "--lora-targets", "q,query,mlp", "--lora-blocks", "top-2"],
