@@ -122,109 +122,83 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    ap = common.arg_parser(
+        __doc__, "coldstart", preset_help="architecture of the built export (not with --model-dir)"
+    )
     ap.add_argument(
         "--model-dir",
         type=Path,
         default=None,
         help="export directory to load (default: build a GPT-2 small export)",
     )
-    ap.add_argument(
-        "--preset",
-        default="gpt2",
-        choices=["gpt2", "gpt2-mini", "gpt2-tiny"],
-        help="architecture of the built export (ignored with --model-dir)",
-    )
-    ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--runs", type=int, default=5, help="fresh processes per precision")
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument(
-        "--work-dir",
-        type=Path,
-        default=None,
-        help="where to build/reuse the export (shareable with bench_inference)",
-    )
-    ap.add_argument("--out", type=Path, default=common.RESULTS_DIR, help="results directory")
-    ap.add_argument("--name", default="coldstart", help="result file stem")
-    args = ap.parse_args(argv)
+    return ap.parse_args(argv)
 
-    tmp = None
-    try:
-        if args.model_dir is not None:
-            model_dir = args.model_dir
-        else:
-            work = args.work_dir
-            if work is None:
-                tmp = tempfile.TemporaryDirectory(prefix="bench_coldstart_")
-                work = Path(tmp.name)
-            model_dir = ensure_export(work, args.preset, args.seed)
-        sizes = {
-            p.name: round(p.stat().st_size / 2**20, 1) for p in sorted(model_dir.glob("*.onnx"))
-        }
-        results: dict[str, Any] = {}
-        rows = []
-        for precision in ("fp32", "int8"):
-            runs = []
-            for i in range(args.runs):
-                r = run_child(model_dir, precision, args.threads)
-                print(
-                    f"  {precision} run {i + 1}: in-process {r['in_process_s']:.3f} s, "
-                    f"process {r['process_wall_s']:.3f} s, peak RSS (VmHWM) "
-                    f"{r['vmhwm_kb'] / 1024:.0f} MB"
-                )
-                runs.append(r)
-            summary = summarize(runs)
-            results[precision] = {"summary": summary, "runs": runs}
-            rows.append({"precision": precision, **summary})
-        common.print_table(
-            rows,
-            [
-                "precision",
-                "median_import_s",
-                "median_load_s",
-                "median_predict_s",
-                "median_in_process_s",
-                "median_process_wall_s",
-                "median_peak_rss_mb",
-                "torch_imported",
-            ],
-            title="cold start (fresh process: import + load + predict(['hello']))",
-        )
-        int8 = results["int8"]["summary"]
-        targets = {
-            "int8 cold start (import+load+predict, median) <= 2 s": {
-                "value": int8["median_in_process_s"],
-                "threshold": 2.0,
-                "met": int8["median_in_process_s"] <= 2.0,
-            },
-            "int8 peak RSS (median) <= 450 MB": {
-                "value": int8["median_peak_rss_mb"],
-                "threshold": 450,
-                "met": int8["median_peak_rss_mb"] <= 450,
-            },
-        }
-        common.print_table(
-            [{"target": k, **v} for k, v in targets.items()],
-            ["target", "value", "threshold", "met"],
-            title="targets",
-        )
-        payload = {
-            "benchmark": "coldstart",
-            "environment": common.environment(
-                threads=args.threads, runs=args.runs, providers=["CPUExecutionProvider"]
-            ),
-            "model_dir": str(model_dir),
-            "model_files_mb": sizes,
-            "results": results,
-            "targets": targets,
-        }
-        path = common.write_result(args.name, payload, out_dir=args.out)
-        print(f"\nwrote {path}")
-    finally:
-        if tmp is not None:
-            tmp.cleanup()
-    return 0
+
+def measure(args: argparse.Namespace, work: Path) -> tuple[str, dict[str, Any]]:
+    """``--runs`` fresh processes per precision; (default result name, payload)."""
+    model_dir = args.model_dir or ensure_export(work, args.preset, args.seed)
+    sizes = {p.name: round(p.stat().st_size / 2**20, 1) for p in sorted(model_dir.glob("*.onnx"))}
+    results: dict[str, Any] = {}
+    rows = []
+    for precision in ("fp32", "int8"):
+        runs = []
+        for i in range(args.runs):
+            r = run_child(model_dir, precision, args.threads)
+            print(
+                f"  {precision} run {i + 1}: in-process {r['in_process_s']:.3f} s, "
+                f"process {r['process_wall_s']:.3f} s, peak RSS (VmHWM) "
+                f"{r['vmhwm_kb'] / 1024:.0f} MB"
+            )
+            runs.append(r)
+        summary = summarize(runs)
+        results[precision] = {"summary": summary, "runs": runs}
+        rows.append({"precision": precision, **summary})
+    common.print_table(
+        rows,
+        [
+            "precision",
+            "median_import_s",
+            "median_load_s",
+            "median_predict_s",
+            "median_in_process_s",
+            "median_process_wall_s",
+            "median_peak_rss_mb",
+            "torch_imported",
+        ],
+        title="cold start (fresh process: import + load + predict(['hello']))",
+    )
+    int8 = results["int8"]["summary"]
+    targets = {
+        "int8 cold start (import+load+predict, median) <= 2 s": {
+            "value": int8["median_in_process_s"],
+            "threshold": 2.0,
+            "met": int8["median_in_process_s"] <= 2.0,
+        },
+        "int8 peak RSS (median) <= 450 MB": {
+            "value": int8["median_peak_rss_mb"],
+            "threshold": 450,
+            "met": int8["median_peak_rss_mb"] <= 450,
+        },
+    }
+    common.print_targets(targets)
+    payload = {
+        "benchmark": "coldstart",
+        "environment": common.environment(
+            threads=args.threads, runs=args.runs, providers=["CPUExecutionProvider"]
+        ),
+        "model_dir": str(model_dir),
+        "model_files_mb": sizes,
+        "results": results,
+        "targets": targets,
+    }
+    return "coldstart", payload
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return common.run_program(parse_args(argv), measure, prefix="bench_coldstart_")
 
 
 if __name__ == "__main__":

@@ -17,10 +17,10 @@ models on the CPU takes most of it). Results: ``benchmarks/results/cuda.json``.
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import shutil
 import sys
-import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -29,14 +29,12 @@ from typing import Any
 import common
 import numpy as np
 
-CUDA = "CUDAExecutionProvider"
+from clf_runtime.session import CUDA, cuda_is_usable
 
 
 def check_cuda(allow_cpu: bool) -> dict[str, Any]:
     """Say what can run on CUDA; raise SystemExit(2) early when onnxruntime cannot."""
     import onnxruntime as ort
-
-    from clf_runtime.session import cuda_is_usable
 
     info: dict[str, Any] = {"onnxruntime_providers": ort.get_available_providers()}
     info["ort_cuda"] = cuda_is_usable()
@@ -70,25 +68,6 @@ def check_cuda(allow_cpu: bool) -> dict[str, Any]:
     except ImportError as e:
         info["torch_cuda"], info["torch_cuda_reason"] = False, f"torch not importable: {e}"
     return info
-
-
-def gpu_name() -> str | None:
-    """The GPU's name from nvidia-smi (works without torch CUDA)."""
-    if shutil.which("nvidia-smi") is None:
-        return None
-    import subprocess
-
-    try:
-        out = subprocess.run(
-            ["nvidia-smi", "--query-gpu=name,driver_version,memory.total", "--format=csv,noheader"],
-            capture_output=True,
-            text=True,
-            timeout=20,
-            check=True,
-        ).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return out or None
 
 
 def build_models(work: Path, preset: str, seed: int, fp16: bool) -> dict[str, Any]:
@@ -149,7 +128,7 @@ def torch_cuda_engine(hf_dir: Path, dtype_name: str) -> Any:
 
 def ours_engine(export_dir: Path, precision: str, providers: str) -> Any:
     """clf_runtime.Classifier on ``providers`` (cuda: IO binding inside run_logits)."""
-    from engines import MAX_LENGTH, Engine
+    from engines import MAX_LENGTH, classifier_engine
 
     from clf_runtime import Classifier
 
@@ -160,155 +139,120 @@ def ours_engine(export_dir: Path, precision: str, providers: str) -> Any:
         n = max(1, len(texts))
         return clf.predict_proba(list(texts), batch_size=n, max_batch_tokens=n * MAX_LENGTH)
 
-    def fixed(ids: np.ndarray) -> np.ndarray:
-        lengths = np.full((ids.shape[0],), ids.shape[1], dtype=np.int64)
-        return clf.run_logits(ids, lengths)
-
     dev = "cuda" if providers == "cuda" else "cpu"
-    return Engine(
-        f"ours-{dev}-{precision}",
-        precision,
-        run,
-        fixed,
-        {
-            "engine": "clf_runtime.Classifier",
-            "provider": clf.provider,
-            "model_file": clf.model_path.name,
-            "io_binding": clf.provider == CUDA,
-        },
-    )
+    return classifier_engine(clf, f"ours-{dev}-{precision}", run, io_binding=clf.provider == CUDA)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    ap = common.arg_parser(__doc__, "cuda / cuda_cpu_check")
     ap.add_argument(
         "--allow-cpu",
         action="store_true",
         help="run on the CPU (fp32 only) to check the script without a GPU",
     )
-    ap.add_argument("--preset", default="gpt2", choices=["gpt2", "gpt2-mini", "gpt2-tiny"])
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--batch-sizes", default="1,32,128", help="comma separated")
+    ap.add_argument(
+        "--batch-sizes", type=common.int_list, default=[1, 32, 128], help="comma separated"
+    )
     ap.add_argument("--batch1-texts", type=int, default=100, help="texts in the batch-1 mode")
     ap.add_argument("--repeats", type=int, default=5, help="timed passes per batch size")
     ap.add_argument("--warmup", type=int, default=3, help="untimed batches per engine")
     ap.add_argument("--no-sweep", action="store_true", help="skip the fixed-shape sweep")
-    ap.add_argument("--work-dir", type=Path, default=None, help="keep/reuse models here")
-    ap.add_argument("--out", type=Path, default=common.RESULTS_DIR, help="results directory")
-    ap.add_argument(
-        "--name", default=None, help="result file stem (default: cuda / cuda_cpu_check)"
-    )
-    args = ap.parse_args(argv)
-    batch_sizes = [int(x) for x in args.batch_sizes.split(",") if x.strip()]
+    return ap.parse_args(argv)
 
-    cuda = check_cuda(args.allow_cpu)  # before any heavy work
+
+def measure(
+    args: argparse.Namespace, work: Path, *, cuda: dict[str, Any]
+) -> tuple[str, dict[str, Any]]:
+    """Every engine at every batch size (+ the sweep); (default result name, payload)."""
     on_cuda = bool(cuda["ort_cuda"])
     providers = "cuda" if on_cuda else "cpu"
     precisions = ["fp16", "fp32"] if on_cuda else ["fp32"]
     import bench_inference
     from engines import load_engines
 
-    tmp = None
-    work = args.work_dir
-    if work is None:
-        tmp = tempfile.TemporaryDirectory(prefix="bench_cuda_")
-        work = Path(tmp.name)
-    try:
-        build = build_models(work, args.preset, args.seed, fp16=on_cuda)
-        texts, _, _ = common.sms_test_split()
-        competitors = [ours_engine(work / "export", p, providers) for p in precisions]
-        torch_rows_skipped = None
-        if on_cuda and cuda.get("torch_cuda"):
-            competitors += [torch_cuda_engine(work / "hf", p) for p in ("fp32", "fp16")]
-        elif not on_cuda:
-            competitors += load_engines(work, os.cpu_count() or 1, ["torch-fp32"])
-        else:
-            torch_rows_skipped = cuda.get("torch_cuda_reason")
-            print(f"torch rows skipped: {torch_rows_skipped}")
+    build = build_models(work, args.preset, args.seed, fp16=on_cuda)
+    texts, _, _ = common.sms_test_split()
+    competitors = [ours_engine(work / "export", p, providers) for p in precisions]
+    torch_rows_skipped = None
+    if on_cuda and cuda.get("torch_cuda"):
+        competitors += [torch_cuda_engine(work / "hf", p) for p in ("fp32", "fp16")]
+    elif not on_cuda:
+        competitors += load_engines(work, os.cpu_count() or 1, ["torch-fp32"])
+    else:
+        torch_rows_skipped = cuda.get("torch_cuda_reason")
+        print(f"torch rows skipped: {torch_rows_skipped}")
 
-        modes: dict[str, Any] = {}
-        outputs: dict[str, Any] = {}
-        for bs in batch_sizes:
-            subset = texts[: args.batch1_texts] if bs == 1 else texts
-            print(f"batch {bs}: {len(subset)} texts ...")
-            rows, outs = bench_inference.measure_mode(
-                competitors, subset, bs, warmup=args.warmup, repeats=args.repeats
-            )
-            modes[f"batch{bs}"] = rows
-            if bs == max(batch_sizes):
-                outputs = outs
-            common.print_table(
-                list(rows.values()),
-                ["engine", "n_texts", "n_batches", "p50_ms", "p99_ms", "texts_per_s"],
-                title=f"batch {bs} ({providers})",
-            )
-        ref = (
-            "torch-cuda-fp32"
-            if "torch-cuda-fp32" in outputs
-            else ("torch-fp32" if "torch-fp32" in outputs else f"ours-{providers}-fp32")
+    modes: dict[str, Any] = {}
+    outputs: dict[str, Any] = {}
+    for bs in args.batch_sizes:
+        subset = texts[: args.batch1_texts] if bs == 1 else texts
+        print(f"batch {bs}: {len(subset)} texts ...")
+        rows, outs = bench_inference.measure_mode(
+            competitors, subset, bs, warmup=args.warmup, repeats=args.repeats
         )
-        agree = bench_inference.agreement(outputs, ref)
-        common.print_table(
-            [{"engine": k, **v} for k, v in agree.items()],
-            ["engine", "vs", "argmax_agreement", "max_abs_prob_diff"],
-            title=f"agreement with {ref}",
+        modes[f"batch{bs}"] = rows
+        if bs == max(args.batch_sizes):
+            outputs = outs
+        bench_inference.print_mode(rows, title=f"batch {bs} ({providers})")
+    ref = (
+        "torch-cuda-fp32"
+        if "torch-cuda-fp32" in outputs
+        else ("torch-fp32" if "torch-fp32" in outputs else f"ours-{providers}-fp32")
+    )
+    agree = bench_inference.agreement(outputs, ref)
+    bench_inference.print_agreement(agree, title=f"agreement with {ref}")
+    ratios = {}
+    for mode, rows in modes.items():
+        for ours in (e.name for e in competitors if e.name.startswith("ours-")):
+            for other in (e.name for e in competitors if e.name.startswith("torch-")):
+                ratios[f"{mode} {ours} / {other}"] = common.ratio(
+                    rows[ours]["texts_per_s"], rows[other]["texts_per_s"]
+                )
+    common.print_values(ratios, "ratio (texts/s)", title="ratios (within this run)")
+    sweep_rows = (
+        []
+        if args.no_sweep
+        else bench_inference.sweep(
+            competitors,
+            (1, 32, 128),
+            (16, 64, 128),
+            warmup=2,
+            repeats=args.repeats,
+            seed=args.seed,
         )
-        ratios = {}
-        for mode, rows in modes.items():
-            for ours in (e.name for e in competitors if e.name.startswith("ours-")):
-                for other in (e.name for e in competitors if e.name.startswith("torch-")):
-                    ratios[f"{mode} {ours} / {other}"] = common.ratio(
-                        rows[ours]["texts_per_s"], rows[other]["texts_per_s"]
-                    )
-        common.print_table(
-            [{"ratio (texts/s)": k, "value": v} for k, v in ratios.items()],
-            ["ratio (texts/s)", "value"],
-            title="ratios (within this run)",
-        )
-        sweep_rows = (
-            []
-            if args.no_sweep
-            else bench_inference.sweep(
-                competitors,
-                (1, 32, 128),
-                (16, 64, 128),
-                warmup=2,
-                repeats=args.repeats,
-                seed=args.seed,
-            )
-        )
-        payload = {
-            "benchmark": "cuda",
-            "on_cuda": on_cuda,
-            "environment": common.environment(
-                providers=providers,
-                preset=args.preset,
-                seed=args.seed,
-                repeats=args.repeats,
-                warmup_batches=args.warmup,
-                cuda=cuda,
-                nvidia_smi=gpu_name(),
-                engines={e.name: e.info for e in competitors},
-            ),
-            "build": build,
-            "texts": {
-                "source": "prepare_data('sms-spam', balance=True, seed=123).test",
-                "n": len(texts),
-                "n_batch1": min(len(texts), args.batch1_texts),
-            },
-            "modes": modes,
-            "agreement": agree,
-            "ratios_texts_per_s": ratios,
-            "torch_rows_skipped": torch_rows_skipped,
-            "sweep": sweep_rows,
-        }
-        name = args.name or ("cuda" if on_cuda else "cuda_cpu_check")
-        path = common.write_result(name, payload, out_dir=args.out)
-        print(f"\nwrote {path}")
-    finally:
-        if tmp is not None:
-            tmp.cleanup()
-    return 0
+    )
+    payload = {
+        "benchmark": "cuda",
+        "on_cuda": on_cuda,
+        "environment": common.environment(
+            providers=providers,
+            preset=args.preset,
+            seed=args.seed,
+            repeats=args.repeats,
+            warmup_batches=args.warmup,
+            cuda=cuda,
+            nvidia_smi=common.gpu_name(),
+            engines={e.name: e.info for e in competitors},
+        ),
+        "build": build,
+        "texts": {
+            "source": common.SMS_TEST_SOURCE,
+            "n": len(texts),
+            "n_batch1": min(len(texts), args.batch1_texts),
+        },
+        "modes": modes,
+        "agreement": agree,
+        "ratios_texts_per_s": ratios,
+        "torch_rows_skipped": torch_rows_skipped,
+        "sweep": sweep_rows,
+    }
+    return ("cuda" if on_cuda else "cuda_cpu_check"), payload
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    cuda = check_cuda(args.allow_cpu)  # before any heavy work; exits with 2 when CUDA is unusable
+    return common.run_program(args, functools.partial(measure, cuda=cuda), prefix="bench_cuda_")
 
 
 if __name__ == "__main__":

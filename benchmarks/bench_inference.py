@@ -32,7 +32,6 @@ import dataclasses
 import gc
 import json
 import sys
-import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -127,6 +126,18 @@ def agreement(outputs: dict[str, np.ndarray], reference: str) -> dict[str, dict[
             "max_abs_prob_diff": float(np.abs(probs - ref).max()),
         }
     return out
+
+
+def print_mode(rows: dict[str, dict[str, Any]], *, title: str) -> None:
+    """The latency / throughput table of one batch mode (rows from :func:`measure_mode`)."""
+    cols = ["engine", "n_texts", "n_batches", "p50_ms", "p99_ms", "texts_per_s"]
+    common.print_table(list(rows.values()), cols, title=title)
+
+
+def print_agreement(agree: dict[str, dict[str, Any]], *, title: str) -> None:
+    """The table of :func:`agreement`."""
+    rows = [{"engine": k, **v} for k, v in agree.items()]
+    common.print_table(rows, ["engine", "vs", "argmax_agreement", "max_abs_prob_diff"], title=title)
 
 
 def sorted_by_hand_jobs(
@@ -389,19 +400,10 @@ def _targets(
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    ap = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    ap = common.arg_parser(__doc__, "inference[_quick]")
     ap.add_argument(
         "--quick", action="store_true", help="smoke test: few texts, 1 repeat, small sweep"
     )
-    ap.add_argument(
-        "--preset",
-        default="gpt2",
-        choices=["gpt2", "gpt2-mini", "gpt2-tiny"],
-        help="architecture (weights random, seeded); gpt2 = GPT-2 small",
-    )
-    ap.add_argument("--seed", type=int, default=0, help="seed of the random weights")
     ap.add_argument("--threads", type=int, default=2, help="intra-op threads of every engine")
     ap.add_argument(
         "--batch1-texts",
@@ -421,12 +423,6 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     ap.add_argument("--sweep-repeats", type=int, default=5)
     ap.add_argument("--no-sweep", action="store_true", help="skip the fixed-shape sweep")
     ap.add_argument(
-        "--work-dir",
-        type=Path,
-        default=None,
-        help="keep the built models here and reuse them next time (default: temp)",
-    )
-    ap.add_argument(
         "--rebuild",
         action="store_true",
         help="rebuild the models in --work-dir (e.g. after a change to the exporter)",
@@ -437,17 +433,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default=None,
         help="also report int8-vs-fp32 agreement of this trained clf-train run",
     )
-    ap.add_argument("--out", type=Path, default=common.RESULTS_DIR, help="results directory")
-    ap.add_argument("--name", default=None, help="result file stem (default: inference[_quick])")
     return ap.parse_args(argv)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
-    import torch
-
-    torch.set_num_threads(args.threads)
-    torch.set_num_interop_threads(1)
+def measure(args: argparse.Namespace, work: Path) -> tuple[str, dict[str, Any]]:
+    """Build or reuse the models, time every engine; (default result name, payload)."""
     if args.quick:
         n_b1, n_b32, repeats, sweep_b, sweep_t, sweep_r = 8, 64, 1, (1, 8), (16, 64), 1
         args.single_texts, args.single_repeats = 8, 1
@@ -456,188 +446,165 @@ def main(argv: Sequence[str] | None = None) -> int:
         sweep_b, sweep_t, sweep_r = (1, 8, 32), (16, 64, 128), args.sweep_repeats
     cpu = common.cpu_info()
     vnni = bool(cpu["flags"].get("avx512_vnni"))
-    tmp = None
-    work = args.work_dir
-    if work is None:
-        tmp = tempfile.TemporaryDirectory(prefix="bench_inference_")
-        work = Path(tmp.name)
+    built = prepare_models(work, args.preset, args.seed, vnni, rebuild=args.rebuild)
+    texts, _, _ = common.sms_test_split()
+    texts_b32 = texts if n_b32 is None else texts[:n_b32]
+    texts_b1 = texts[:n_b1]
+    names = ["torch-fp32", "optimum-fp32", "optimum-int8", "ours-fp32", "ours-int8"]
+    engines = load_engines(work, args.threads, names)
+
+    print(f"batch 32: {len(texts_b32)} texts, {repeats} passes per engine ...")
+    b32, out32 = measure_mode(
+        engines,
+        texts_b32,
+        32,
+        warmup=args.warmup,
+        repeats=repeats,
+        whole_list=True,
+        sorted_by_hand=True,
+    )
+    print(f"batch 1: {len(texts_b1)} texts, {repeats} passes per engine ...")
+    b1, _ = measure_mode(engines, texts_b1, 1, warmup=args.warmup, repeats=repeats)
+    texts_single = texts[: args.single_texts]
+    print(f"single text: {len(texts_single)} texts, {args.single_repeats} passes ...")
+    single, alone = single_text_latency(
+        engines, texts_single, warmup=args.warmup, repeats=args.single_repeats
+    )
+    agree = agreement(
+        {k: v for k, v in out32.items() if "whole" not in k and "hand" not in k}, REFERENCE
+    )
+    pairs = {
+        "ours-int8 vs ours-fp32": ("ours-int8", "ours-fp32"),
+        "optimum-int8 vs optimum-fp32": ("optimum-int8", "optimum-fp32"),
+        "ours-fp32 vs optimum-fp32": ("ours-fp32", "optimum-fp32"),
+    }
+    agree_flat = {
+        k: float(np.mean(out32[a].argmax(1) == out32[b].argmax(1))) for k, (a, b) in pairs.items()
+    }
+    agree_flat["ours-fp32 whole list vs batches max_abs_prob_diff"] = float(
+        np.abs(out32["ours-fp32 (whole list)"] - out32["ours-fp32"]).max()
+    )
+    # The pooling contract, measured: each text alone (single-text mode) vs in the batches
+    # of the batch-32 mode; optimum's per-batch int8 scales break it.
+    n_alone = len(texts_single)
+    for name in ("ours-fp32", "ours-int8"):
+        agree_flat[f"{name} alone vs whole list max_abs_prob_diff"] = float(
+            np.abs(alone[name] - out32[f"{name} (whole list)"][:n_alone]).max()
+        )
+    for name in ("optimum-fp32", "optimum-int8"):
+        agree_flat[f"{name} alone vs sorted by hand max_abs_prob_diff"] = float(
+            np.abs(alone[name] - out32[f"{name} (sorted by hand)"][:n_alone]).max()
+        )
+    export_files = {m["precision"]: m for m in built["ours"]["export_report"]["models"]}
+    agree_flat["int8 / fp32 file bytes"] = round(
+        export_files["int8"]["bytes"] / export_files["fp32"]["bytes"], 4
+    )
+    sweep_rows = (
+        []
+        if args.no_sweep
+        else sweep(engines, sweep_b, sweep_t, warmup=1, repeats=sweep_r, seed=args.seed)
+    )
+    trained = trained_agreement(args.trained_run, work, args.threads) if args.trained_run else None
+
+    ratios = {}
+    for prec in ("fp32", "int8"):
+        ratios[f"batch32 ours-{prec} (whole list) / optimum-{prec} (sorted by hand)"] = (
+            common.ratio(
+                b32[f"ours-{prec} (whole list)"]["texts_per_s"],
+                b32[f"optimum-{prec} (sorted by hand)"]["texts_per_s"],
+            )
+        )
+        ratios[f"single text p50 optimum-{prec} (pre-tokenized) / ours-{prec}"] = common.ratio(
+            single[f"optimum-{prec}"]["p50_ms"], single[f"ours-{prec}"]["p50_ms"]
+        )
+    for label, rows in (("batch32", b32), ("batch1", b1)):
+        for a, b in (
+            ("ours-int8", "torch-fp32"),
+            ("ours-fp32", "torch-fp32"),
+            ("ours-fp32", "optimum-fp32"),
+            ("ours-int8", "optimum-int8"),
+            ("optimum-int8", "torch-fp32"),
+        ):
+            ratios[f"{label} {a} / {b}"] = common.ratio(
+                rows[a]["texts_per_s"], rows[b]["texts_per_s"]
+            )
+    for prec, opt in (("fp32", "optimum-fp32"), ("int8", "optimum-int8")):
+        ratios[f"batch32 ours-{prec} (whole list) / {opt}"] = common.ratio(
+            b32[f"ours-{prec} (whole list)"]["texts_per_s"], b32[opt]["texts_per_s"]
+        )
+    targets = _targets(b32, single, agree_flat, trained)
+
+    print_mode(b32, title="batch 32 (SMS test texts)")
+    print_mode(b1, title="batch 1 (SMS test texts)")
+    common.print_table(
+        list(single.values()),
+        ["engine", "input", "p50_ms", "p99_ms", "p99_over_p50", "outside_session_run_p50_ms"],
+        title="single text latency (one text per call)",
+    )
+    print_agreement(agree, title="agreement with torch fp32 (batch-32 pass)")
+    common.print_values(agree_flat, "pair", title="agreement between engines")
+    common.print_values(ratios, "ratio (texts/s)", title="ratios (within this run)")
+    common.print_targets(targets)
+    if trained:
+        print("\ntrained run:", json.dumps(trained))
+
+    tok_hf = None
     try:
-        built = prepare_models(work, args.preset, args.seed, vnni, rebuild=args.rebuild)
-        texts, _, _ = common.sms_test_split()
-        texts_b32 = texts if n_b32 is None else texts[:n_b32]
-        texts_b1 = texts[:n_b1]
-        names = ["torch-fp32", "optimum-fp32", "optimum-int8", "ours-fp32", "ours-int8"]
-        engines = load_engines(work, args.threads, names)
+        from transformers import AutoTokenizer
 
-        print(f"batch 32: {len(texts_b32)} texts, {repeats} passes per engine ...")
-        b32, out32 = measure_mode(
-            engines,
-            texts_b32,
-            32,
-            warmup=args.warmup,
+        from clf_runtime.tokenizer import encode_batch
+
+        hf = AutoTokenizer.from_pretrained(str(work / "hf"))(texts)["input_ids"]
+        tok_hf = int(sum(a == b for a, b in zip(encode_batch(texts), hf, strict=True)))
+    except Exception as e:  # a diagnostic only: never fail the benchmark on it
+        tok_hf = f"not checked: {e!r}"
+    payload = {
+        "benchmark": "inference",
+        "quick": args.quick,
+        "environment": common.environment(
+            threads=args.threads,
+            preset=args.preset,
+            seed=args.seed,
             repeats=repeats,
-            whole_list=True,
-            sorted_by_hand=True,
-        )
-        print(f"batch 1: {len(texts_b1)} texts, {repeats} passes per engine ...")
-        b1, _ = measure_mode(engines, texts_b1, 1, warmup=args.warmup, repeats=repeats)
-        texts_single = texts[: args.single_texts]
-        print(f"single text: {len(texts_single)} texts, {args.single_repeats} passes ...")
-        single, alone = single_text_latency(
-            engines, texts_single, warmup=args.warmup, repeats=args.single_repeats
-        )
-        agree = agreement(
-            {k: v for k, v in out32.items() if "whole" not in k and "hand" not in k}, REFERENCE
-        )
-        pairs = {
-            "ours-int8 vs ours-fp32": ("ours-int8", "ours-fp32"),
-            "optimum-int8 vs optimum-fp32": ("optimum-int8", "optimum-fp32"),
-            "ours-fp32 vs optimum-fp32": ("ours-fp32", "optimum-fp32"),
-        }
-        agree_flat = {
-            k: float(np.mean(out32[a].argmax(1) == out32[b].argmax(1)))
-            for k, (a, b) in pairs.items()
-        }
-        agree_flat["ours-fp32 whole list vs batches max_abs_prob_diff"] = float(
-            np.abs(out32["ours-fp32 (whole list)"] - out32["ours-fp32"]).max()
-        )
-        # The pooling contract, measured: each text alone (single-text mode) vs in the batches
-        # of the batch-32 mode; optimum's per-batch int8 scales break it.
-        n_alone = len(texts_single)
-        for name in ("ours-fp32", "ours-int8"):
-            agree_flat[f"{name} alone vs whole list max_abs_prob_diff"] = float(
-                np.abs(alone[name] - out32[f"{name} (whole list)"][:n_alone]).max()
-            )
-        for name in ("optimum-fp32", "optimum-int8"):
-            agree_flat[f"{name} alone vs sorted by hand max_abs_prob_diff"] = float(
-                np.abs(alone[name] - out32[f"{name} (sorted by hand)"][:n_alone]).max()
-            )
-        export_files = {m["precision"]: m for m in built["ours"]["export_report"]["models"]}
-        agree_flat["int8 / fp32 file bytes"] = round(
-            export_files["int8"]["bytes"] / export_files["fp32"]["bytes"], 4
-        )
-        sweep_rows = (
-            []
-            if args.no_sweep
-            else sweep(engines, sweep_b, sweep_t, warmup=1, repeats=sweep_r, seed=args.seed)
-        )
-        trained = (
-            trained_agreement(args.trained_run, work, args.threads) if args.trained_run else None
-        )
+            warmup_batches=args.warmup,
+            max_length=MAX_LENGTH,
+            engines={e.name: e.info for e in engines},
+        ),
+        "texts": {
+            "source": common.SMS_TEST_SOURCE,
+            "n_batch32": len(texts_b32),
+            "n_batch1": len(texts_b1),
+            "n_single_text": len(texts_single),
+            "hf_tokenizer_equal_to_ours": tok_hf,
+            "n_total": len(texts),
+        },
+        "build": built,
+        "batch32": b32,
+        "batch1": b1,
+        "single_text": single,
+        "agreement_vs_torch_fp32": agree,
+        "agreement_between_engines": agree_flat,
+        "ratios_texts_per_s": ratios,
+        "targets": targets,
+        "sweep": sweep_rows,
+        "trained_run_agreement": trained,
+    }
+    if sweep_rows:
+        import plot
 
-        ratios = {}
-        for prec in ("fp32", "int8"):
-            ratios[f"batch32 ours-{prec} (whole list) / optimum-{prec} (sorted by hand)"] = (
-                common.ratio(
-                    b32[f"ours-{prec} (whole list)"]["texts_per_s"],
-                    b32[f"optimum-{prec} (sorted by hand)"]["texts_per_s"],
-                )
-            )
-            ratios[f"single text p50 optimum-{prec} (pre-tokenized) / ours-{prec}"] = common.ratio(
-                single[f"optimum-{prec}"]["p50_ms"], single[f"ours-{prec}"]["p50_ms"]
-            )
-        for label, rows in (("batch32", b32), ("batch1", b1)):
-            for a, b in (
-                ("ours-int8", "torch-fp32"),
-                ("ours-fp32", "torch-fp32"),
-                ("ours-fp32", "optimum-fp32"),
-                ("ours-int8", "optimum-int8"),
-                ("optimum-int8", "torch-fp32"),
-            ):
-                ratios[f"{label} {a} / {b}"] = common.ratio(
-                    rows[a]["texts_per_s"], rows[b]["texts_per_s"]
-                )
-        for prec, opt in (("fp32", "optimum-fp32"), ("int8", "optimum-int8")):
-            ratios[f"batch32 ours-{prec} (whole list) / {opt}"] = common.ratio(
-                b32[f"ours-{prec} (whole list)"]["texts_per_s"], b32[opt]["texts_per_s"]
-            )
-        targets = _targets(b32, single, agree_flat, trained)
+        png = args.out / ("latency_quick.png" if args.quick else "latency.png")
+        plot.plot_latency(payload, png)
+        print(f"wrote {png}")
+    return ("inference_quick" if args.quick else "inference"), payload
 
-        cols = ["engine", "n_texts", "n_batches", "p50_ms", "p99_ms", "texts_per_s"]
-        common.print_table(list(b32.values()), cols, title="batch 32 (SMS test texts)")
-        common.print_table(list(b1.values()), cols, title="batch 1 (SMS test texts)")
-        common.print_table(
-            list(single.values()),
-            ["engine", "input", "p50_ms", "p99_ms", "p99_over_p50", "outside_session_run_p50_ms"],
-            title="single text latency (one text per call)",
-        )
-        common.print_table(
-            [{"engine": k, **v} for k, v in agree.items()],
-            ["engine", "vs", "argmax_agreement", "max_abs_prob_diff"],
-            title="agreement with torch fp32 (batch-32 pass)",
-        )
-        common.print_table(
-            [{"pair": k, "value": v} for k, v in agree_flat.items()],
-            ["pair", "value"],
-            title="agreement between engines",
-        )
-        common.print_table(
-            [{"ratio (texts/s)": k, "value": v} for k, v in ratios.items()],
-            ["ratio (texts/s)", "value"],
-            title="ratios (within this run)",
-        )
-        common.print_table(
-            [{"target": k, **v} for k, v in targets.items()],
-            ["target", "value", "threshold", "met"],
-            title="targets",
-        )
-        if trained:
-            print("\ntrained run:", json.dumps(trained))
 
-        tok_hf = None
-        try:
-            from transformers import AutoTokenizer
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    import torch
 
-            from clf_runtime.tokenizer import encode_batch
-
-            hf = AutoTokenizer.from_pretrained(str(work / "hf"))(texts)["input_ids"]
-            tok_hf = int(sum(a == b for a, b in zip(encode_batch(texts), hf, strict=True)))
-        except Exception as e:  # a diagnostic only: never fail the benchmark on it
-            tok_hf = f"not checked: {e!r}"
-        payload = {
-            "benchmark": "inference",
-            "quick": args.quick,
-            "environment": common.environment(
-                threads=args.threads,
-                preset=args.preset,
-                seed=args.seed,
-                repeats=repeats,
-                warmup_batches=args.warmup,
-                max_length=MAX_LENGTH,
-                engines={e.name: e.info for e in engines},
-            ),
-            "texts": {
-                "source": "prepare_data('sms-spam', balance=True, seed=123).test",
-                "n_batch32": len(texts_b32),
-                "n_batch1": len(texts_b1),
-                "n_single_text": len(texts_single),
-                "hf_tokenizer_equal_to_ours": tok_hf,
-                "n_total": len(texts),
-            },
-            "build": built,
-            "batch32": b32,
-            "batch1": b1,
-            "single_text": single,
-            "agreement_vs_torch_fp32": agree,
-            "agreement_between_engines": agree_flat,
-            "ratios_texts_per_s": ratios,
-            "targets": targets,
-            "sweep": sweep_rows,
-            "trained_run_agreement": trained,
-        }
-        name = args.name or ("inference_quick" if args.quick else "inference")
-        path = common.write_result(name, payload, out_dir=args.out)
-        print(f"\nwrote {path}")
-        if sweep_rows:
-            import plot
-
-            png = args.out / ("latency_quick.png" if args.quick else "latency.png")
-            plot.plot_latency(payload, png)
-            print(f"wrote {png}")
-    finally:
-        if tmp is not None:
-            tmp.cleanup()
-    return 0
+    torch.set_num_threads(args.threads)  # the torch engine gets the threads the others get
+    torch.set_num_interop_threads(1)
+    return common.run_program(args, measure, prefix="bench_inference_")
 
 
 if __name__ == "__main__":

@@ -23,8 +23,25 @@ texts), and the SAME random initialisation: a seeded ``llms_from_scratch.ch04.GP
 The headline speedup divides the reference's training time by our WHOLE process time
 (start-up, data, frozen-block cache, training, evaluation, files): a conservative ratio.
 
+LoRA rows (``--lora-steps N``, default 20; 0 skips them):
+
+- step time and extrapolated 5-epoch time of ``--trainable lora`` (rank 16, alpha 16, every
+  target, every block), ``lora --lora-blocks last-2`` and ``last-block``, all three timed the
+  same way on the same split and the same ``init.pth``, in process (:mod:`training_steps`:
+  2 warm-up steps, then N steps, the three strategies' steps interleaved; the extrapolation
+  is setup + 5 x (steps per epoch x mean step + a validation pass) + the final evaluation);
+  the LoRA-on-every-block model's adapters after its steps are merged as ``clf-export`` does,
+  and merged vs unmerged logits recorded;
+- from scratch (no pretrained weights exist here): ``clf-train --preset sms-demo`` with
+  ``--trainable lora`` and with ``--trainable all`` (the preset's own), whole runs in fresh
+  processes, test accuracy and time; the LoRA run is then exported with ``clf-export
+  --quantize`` (merge check and int8-vs-fp32 agreement on its test split from report.json).
+  ``--skip-sms-demo`` leaves these out.
+
+``--lora-only`` runs just the LoRA rows (result ``training_lora.json``).
+
 Usage: ``python benchmarks/bench_training.py`` (full: ~15 min for the reference alone on 2
-cores). Smoke: ``--epochs 1 --ref-epochs 1 --limit 16``.
+cores). Smoke: ``--epochs 1 --ref-epochs 1 --limit 40 --lora-steps 2 --skip-sms-demo``.
 """
 
 from __future__ import annotations
@@ -34,31 +51,20 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import common
+import training_steps
 
 LABEL_IDS = {"ham": 0, "spam": 1}  # the book's mapping; also our sorted label order
 
 
 def ch04_config(preset: str) -> dict[str, Any]:
     """The book's GPT config dict for one of our presets (GPT_CONFIG_124M for "gpt2")."""
-    from clf_train.model import PRESETS
-
-    p = PRESETS[preset]
-    return {
-        "vocab_size": p.vocab_size,
-        "context_length": p.context_length,
-        "emb_dim": p.d_model,
-        "n_heads": p.n_head,
-        "n_layers": p.n_layer,
-        "drop_rate": 0.0,
-        "qkv_bias": True,
-    }
+    return {**common.preset_config(preset, "ch04"), "drop_rate": 0.0}
 
 
 def make_init_weights(path: Path, preset: str, seed: int) -> None:
@@ -100,6 +106,23 @@ def make_split(work: Path, limit: int | None, seed: int) -> dict[str, Any]:
 # ----------------------------------------------------------------------------- ours
 
 
+def run_cli(module: str, flags: Sequence[str], log: Path) -> float:
+    """``python -m``-style run of ``module``'s ``main`` in a fresh process, output to ``log``;
+    the wall seconds. Raises with the log's tail when it fails."""
+    cmd = [sys.executable, "-c", f"import sys; from {module} import main; sys.exit(main())", *flags]
+    env = {**os.environ, "CLF_DATA_DIR": os.environ.get("CLF_DATA_DIR", str(common.SMS_DIR))}
+    t0 = time.perf_counter()
+    with log.open("w") as fh:
+        rc = subprocess.run(
+            cmd, stdout=fh, stderr=subprocess.STDOUT, cwd=common.REPO_ROOT, env=env
+        ).returncode
+    wall = time.perf_counter() - t0
+    if rc != 0:
+        tail = log.read_text(errors="replace")[-3000:]
+        raise RuntimeError(f"{module} {' '.join(flags)} exited with {rc}; log tail:\n{tail}")
+    return wall
+
+
 def run_ours(work: Path, init: Path, args: argparse.Namespace, frozen_dtype: str) -> dict[str, Any]:
     """``clf-train`` in a fresh process; wall time, epoch times and accuracy."""
     out = work / f"ours_{frozen_dtype}"
@@ -135,23 +158,8 @@ def run_ours(work: Path, init: Path, args: argparse.Namespace, frozen_dtype: str
     ]
     if args.threads is not None:
         flags += ["--threads", str(args.threads)]
-    cmd = [
-        sys.executable,
-        "-c",
-        "import sys; from clf_train.cli import main; sys.exit(main())",
-        *flags,
-    ]
-    log = work / f"ours_{frozen_dtype}.log"
     print(f"ours ({frozen_dtype}): clf-train {' '.join(flags)}")
-    t0 = time.perf_counter()
-    with log.open("w") as fh:
-        rc = subprocess.run(
-            cmd, stdout=fh, stderr=subprocess.STDOUT, cwd=common.REPO_ROOT
-        ).returncode
-    wall = time.perf_counter() - t0
-    if rc != 0:
-        tail = log.read_text(errors="replace")[-3000:]
-        raise RuntimeError(f"clf-train ({frozen_dtype}) exited with {rc}; log tail:\n{tail}")
+    wall = run_cli("clf_train.cli", flags, work / f"ours_{frozen_dtype}.log")
     history = common.load_json(out / "history.json")
     metrics = common.load_json(out / "metrics.json")
     epochs = history.get("epochs", [])
@@ -250,145 +258,271 @@ def run_reference(work: Path, init: Path, args: argparse.Namespace) -> dict[str,
     }
 
 
+# ----------------------------------------------------------------------------- LoRA
+
+# (row name, --trainable, LoRA flags as TrainConfig fields): timed in process, same split.
+LORA_STRATEGIES: tuple[tuple[str, str, dict[str, Any] | None], ...] = (
+    ("last-block", "last-block", None),
+    ("lora (all blocks)", "lora", {}),
+    ("lora --lora-blocks last-2", "lora", {"lora_blocks": "last-2"}),
+)
+
+
+def read_split(work: Path) -> dict[str, tuple[list[str], list[str]]]:
+    """The split files that :func:`make_split` wrote: {name: (texts, labels)}."""
+    out = {}
+    for name in ("train", "val", "test"):
+        rows = [
+            json.loads(line) for line in (work / f"{name}.jsonl").read_text("utf-8").splitlines()
+        ]
+        out[name] = ([r["text"] for r in rows], [r["label"] for r in rows])
+    return out
+
+
+def run_lora_steps(work: Path, init: Path, args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Step time and extrapolated 5-epoch time of each of :data:`LORA_STRATEGIES`, their
+    steps interleaved (one step of each in turn) so that machine drift hits them alike."""
+    import torch
+
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    splits = read_split(work)
+    strategies = []
+    for name, trainable, lora in LORA_STRATEGIES:
+        print(f"step timing: setting up {name} ...")
+        strategies.append(
+            training_steps.prepare(
+                name, init, splits, trainable=trainable, lora=lora, seed=args.seed
+            )
+        )
+    warmup = 2
+    print(f"step timing: {warmup} warm-up + {args.lora_steps} timed steps each, interleaved ...")
+    for i in range(warmup + args.lora_steps):
+        for s in strategies:
+            training_steps.step(s, timed=i >= warmup)
+    return [
+        {
+            "run": s.name,
+            **training_steps.finish(s, merge_check=lora_all(s)),
+            "torch_threads": torch.get_num_threads(),
+        }
+        for s in strategies
+    ]
+
+
+def lora_all(s: training_steps.Strategy) -> bool:
+    """Whether ``s`` is LoRA on every block (the row whose merge is checked)."""
+    return s.info["lora"] is not None and s.info["lora"]["blocks"] == "all"
+
+
+def run_sms_demo(work: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """``clf-train --preset sms-demo`` with ``--trainable lora`` and ``all`` (from scratch), and
+    ``clf-export --quantize`` of the LoRA run."""
+    results: dict[str, Any] = {}
+    for trainable in ("lora", "all"):
+        out = work / f"sms_demo_{trainable}"
+        flags = ["--preset", "sms-demo", "--trainable", trainable, "--seed", str(args.seed),
+                 "--device", "cpu", "--no-progress", "--out", str(out), "--overwrite"]  # fmt: skip
+        if args.threads is not None:
+            flags += ["--threads", str(args.threads)]
+        if args.sms_demo_epochs is not None:
+            flags += ["--epochs", str(args.sms_demo_epochs)]
+        print(f"sms-demo: clf-train {' '.join(flags)}")
+        wall = run_cli("clf_train.cli", flags, work / f"sms_demo_{trainable}.log")
+        metrics = common.load_json(out / "metrics.json")
+        cfg = common.load_json(out / "config.json")["train"]
+        history = common.load_json(out / "history.json")
+        results[trainable] = {
+            "command": "clf-train " + " ".join(flags),
+            "wall_seconds": round(wall, 2),
+            "sum_epoch_seconds": round(sum(e["seconds"] for e in history["epochs"]), 2),
+            "trainable_parameters": cfg["trainable_parameters"],
+            "total_parameters": cfg["total_parameters"],
+            "lora": cfg.get("lora"),
+            "lr": cfg["lr"],
+            "best_epoch": history["best_epoch"],
+            "test_accuracy": metrics["test"]["accuracy"],
+            "test_n": metrics["test"]["n"],
+            "data_source": common.load_json(out / "data_report.json").get("source"),
+        }
+    export = work / "sms_demo_lora_export"
+    flags = [str(work / "sms_demo_lora"), "--out", str(export), "--quantize", "--overwrite"]
+    print(f"sms-demo: clf-export {' '.join(flags)}")
+    wall = run_cli("clf_export.cli", flags, work / "sms_demo_lora_export.log")
+    report = common.load_json(export / "report.json")
+    results["lora_export"] = {
+        "command": "clf-export " + " ".join(flags),
+        "wall_seconds": round(wall, 2),
+        "merge": {k: report["lora"][k] for k in ("max_abs_logit_diff", "tolerance")},
+        "evaluation": report["evaluation"],
+    }
+    return results
+
+
+def measure_lora(args: argparse.Namespace, work: Path, init: Path) -> dict[str, Any]:
+    """The LoRA rows (see the module docstring), printed; the payload part."""
+    out: dict[str, Any] = {}
+    if args.lora_steps > 0:
+        out["step_timing"] = run_lora_steps(work, init, args)
+        common.print_table(
+            [{**r, "5_epochs_s": r["five_epoch_seconds"]} for r in out["step_timing"]],
+            ["run", "trainable_parameters", "median_step_seconds", "mean_step_seconds",
+             "setup_seconds", "5_epochs_s"],
+            title=f"step time ({args.preset}), {args.lora_steps} steps after 2 warm-up, "
+            "interleaved; 5 epochs extrapolated",
+        )  # fmt: skip
+    if not args.skip_sms_demo:
+        out["sms_demo"] = demo = run_sms_demo(work, args)
+        common.print_table(
+            [{"run": f"sms-demo --trainable {k}", **demo[k]} for k in ("lora", "all")],
+            ["run", "trainable_parameters", "wall_seconds", "test_accuracy"],
+            title="from scratch: clf-train --preset sms-demo (gpt2-mini, random init)",
+        )
+        ev, merge = demo["lora_export"]["evaluation"], demo["lora_export"]["merge"]
+        print(
+            f"LoRA export: merge max |logit diff| {merge['max_abs_logit_diff']:.2e}"
+            f"; int8 vs fp32 argmax agreement {ev['int8_vs_fp32']['argmax_agreement']:.4f} "
+            f"on {ev['n']} test texts"
+        )
+    return out
+
+
 # ----------------------------------------------------------------------------- main
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = common.arg_parser(
+        __doc__,
+        "training[_smoke]",
+        preset_help="architecture of the shared random init (gpt2 = GPT-2 small)",
+        work_dir_help="keep runs here (default: temp)",
+        seed_default=123,
+        seed_help="split seed and our training seed",
+    )
     ap.add_argument("--epochs", type=int, default=5, help="epochs of our trainer")
     ap.add_argument(
         "--ref-epochs", type=int, default=None, help="epochs of the reference (default: --epochs)"
     )
-    ap.add_argument(
-        "--limit",
-        type=int,
-        default=None,
-        help="smoke test: first N train texts, N/4 (>= 8) val/test texts",
-    )
+    ap.add_argument("--limit", type=int, help="smoke test: N train texts, N/4 (>= 8) val/test")
     ap.add_argument("--skip-reference", action="store_true", help="only run our trainer")
     ap.add_argument("--no-bf16", action="store_true", help="skip the --frozen-dtype bf16 run")
-    ap.add_argument(
-        "--preset",
-        default="gpt2",
-        choices=["gpt2", "gpt2-mini", "gpt2-tiny"],
-        help="architecture of the shared random init (gpt2 = GPT-2 small)",
-    )
     ap.add_argument("--init-seed", type=int, default=123, help="seed of the shared random init")
-    ap.add_argument("--seed", type=int, default=123, help="split seed and our training seed")
+    ap.add_argument("--threads", type=int, help="torch threads of both sides (default: torch's)")
     ap.add_argument(
-        "--threads",
-        type=int,
-        default=None,
-        help="torch threads for both sides (default: torch's choice)",
+        "--lora-steps", type=int, default=20, help="timed steps per LoRA-row strategy (0: none)"
     )
-    ap.add_argument("--work-dir", type=Path, default=None, help="keep runs here (default: temp)")
-    ap.add_argument("--out", type=Path, default=common.RESULTS_DIR, help="results directory")
-    ap.add_argument("--name", default=None, help="result file stem (default: training[_smoke])")
+    ap.add_argument("--skip-sms-demo", action="store_true", help="no sms-demo lora vs all runs")
+    ap.add_argument(
+        "--sms-demo-epochs", type=int, help="epochs of the sms-demo runs (default: the preset's)"
+    )
+    ap.add_argument("--lora-only", action="store_true", help="only the LoRA rows")
     args = ap.parse_args(argv)
     if args.ref_epochs is None:
         args.ref_epochs = args.epochs
     return args
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
+def measure(args: argparse.Namespace, work: Path) -> tuple[str, dict[str, Any]]:
+    """Ours (fp32, bf16) and the reference on one split; (default result name, payload)."""
     smoke = args.limit is not None or args.epochs < 5 or args.preset != "gpt2"
-    tmp = None
-    work = args.work_dir
-    if work is None:
-        tmp = tempfile.TemporaryDirectory(prefix="bench_training_")
-        work = Path(tmp.name)
-    work.mkdir(parents=True, exist_ok=True)
-    try:
-        sizes = make_split(work, args.limit, args.seed)
-        init = work / "init.pth"
-        make_init_weights(init, args.preset, args.init_seed)
-        print(f"split sizes {sizes}; init weights {init}")
-        results: dict[str, Any] = {"ours_fp32": run_ours(work, init, args, "fp32")}
-        if not args.no_bf16:
-            try:
-                results["ours_bf16"] = run_ours(work, init, args, "bf16")
-            except RuntimeError as e:  # bf16 may be unsupported on this CPU/torch build
-                results["ours_bf16"] = {"error": str(e)[-2000:]}
-        if not args.skip_reference:
-            print(f"reference: chapter-6 recipe, {args.ref_epochs} epochs ...")
-            results["reference"] = run_reference(work, init, args)
-
-        ref = results.get("reference", {})
-        ratios = {}
-        for key in ("ours_fp32", "ours_bf16"):
-            ours = results.get(key, {})
-            if "wall_seconds" in ours and ref:
-                # Per epoch, so that --epochs and --ref-epochs may differ in smoke runs.
-                ratios[f"reference train s/epoch / {key} wall s/epoch"] = common.ratio(
-                    ref["seconds_per_epoch"], ours["wall_seconds"] / args.epochs
-                )
-                ratios[f"reference train s/epoch / {key} epoch s"] = common.ratio(
-                    ref["seconds_per_epoch"], ours["sum_epoch_seconds"] / args.epochs
-                )
-        rows = []
-        for key, r in results.items():
-            if "error" in r:
-                rows.append({"run": key, "test_accuracy": "failed"})
-                continue
-            if key == "reference":
-                rows.append(
-                    {
-                        "run": key,
-                        "epochs": args.ref_epochs,
-                        "s_per_epoch": r["seconds_per_epoch"],
-                        "total_s": r["train_seconds"],
-                        "test_accuracy": r["test_accuracy"],
-                    }
-                )
-            else:
-                rows.append(
-                    {
-                        "run": key,
-                        "epochs": args.epochs,
-                        "s_per_epoch": round(r["sum_epoch_seconds"] / args.epochs, 2),
-                        "total_s": r["wall_seconds"],
-                        "test_accuracy": r["test_accuracy"],
-                    }
-                )
-        common.print_table(
-            rows,
-            ["run", "epochs", "s_per_epoch", "total_s", "test_accuracy"],
-            title="training (ours total_s = whole clf-train process; reference "
-            "total_s = train_classifier_simple)",
-        )
-        common.print_table(
-            [{"ratio": k, "value": v} for k, v in ratios.items()],
-            ["ratio", "value"],
-            title="speedup (within this run)",
-        )
+    sizes = make_split(work, args.limit, args.seed)
+    init = work / "init.pth"
+    make_init_weights(init, args.preset, args.init_seed)
+    print(f"split sizes {sizes}; init weights {init}")
+    settings = dict(
+        preset=args.preset, limit=args.limit, threads=args.threads, init_seed=args.init_seed,
+        seed=args.seed, batch_size=8, lr=5e-5, weight_decay=0.1,
+    )  # fmt: skip
+    if args.lora_only:
         payload = {
-            "benchmark": "training",
+            "benchmark": "training_lora",
             "smoke": smoke,
-            "environment": common.environment(
-                preset=args.preset,
-                epochs=args.epochs,
-                ref_epochs=args.ref_epochs,
-                limit=args.limit,
-                threads=args.threads,
-                init_seed=args.init_seed,
-                seed=args.seed,
-                batch_size=8,
-                lr=5e-5,
-                weight_decay=0.1,
-                trainable="last block + final norm + head",
-            ),
+            "environment": common.environment(**settings, lora_steps=args.lora_steps),
             "split_sizes": sizes,
-            "results": results,
-            "speedup": ratios,
+            "lora": measure_lora(args, work, init),
         }
-        name = args.name or ("training_smoke" if smoke else "training")
-        path = common.write_result(name, payload, out_dir=args.out)
-        print(f"\nwrote {path}")
-    finally:
-        if tmp is not None:
-            tmp.cleanup()
-    return 0
+        return ("training_lora_smoke" if smoke else "training_lora"), payload
+    results: dict[str, Any] = {"ours_fp32": run_ours(work, init, args, "fp32")}
+    if not args.no_bf16:
+        try:
+            results["ours_bf16"] = run_ours(work, init, args, "bf16")
+        except RuntimeError as e:  # bf16 may be unsupported on this CPU/torch build
+            results["ours_bf16"] = {"error": str(e)[-2000:]}
+    if not args.skip_reference:
+        print(f"reference: chapter-6 recipe, {args.ref_epochs} epochs ...")
+        results["reference"] = run_reference(work, init, args)
+
+    ref = results.get("reference", {})
+    ratios = {}
+    for key in ("ours_fp32", "ours_bf16"):
+        ours = results.get(key, {})
+        if "wall_seconds" in ours and ref:
+            # Per epoch, so that --epochs and --ref-epochs may differ in smoke runs.
+            ratios[f"reference train s/epoch / {key} wall s/epoch"] = common.ratio(
+                ref["seconds_per_epoch"], ours["wall_seconds"] / args.epochs
+            )
+            ratios[f"reference train s/epoch / {key} epoch s"] = common.ratio(
+                ref["seconds_per_epoch"], ours["sum_epoch_seconds"] / args.epochs
+            )
+    rows = []
+    for key, r in results.items():
+        if "error" in r:
+            rows.append({"run": key, "test_accuracy": "failed"})
+            continue
+        if key == "reference":
+            rows.append(
+                {
+                    "run": key,
+                    "epochs": args.ref_epochs,
+                    "s_per_epoch": r["seconds_per_epoch"],
+                    "total_s": r["train_seconds"],
+                    "test_accuracy": r["test_accuracy"],
+                }
+            )
+        else:
+            rows.append(
+                {
+                    "run": key,
+                    "epochs": args.epochs,
+                    "s_per_epoch": round(r["sum_epoch_seconds"] / args.epochs, 2),
+                    "total_s": r["wall_seconds"],
+                    "test_accuracy": r["test_accuracy"],
+                }
+            )
+    common.print_table(
+        rows,
+        ["run", "epochs", "s_per_epoch", "total_s", "test_accuracy"],
+        title="training (ours total_s = whole clf-train process; reference "
+        "total_s = train_classifier_simple)",
+    )
+    common.print_values(ratios, "ratio", title="speedup (within this run)")
+    lora = measure_lora(args, work, init)
+    payload = {
+        "benchmark": "training",
+        "smoke": smoke,
+        "environment": common.environment(
+            preset=args.preset,
+            epochs=args.epochs,
+            ref_epochs=args.ref_epochs,
+            limit=args.limit,
+            threads=args.threads,
+            init_seed=args.init_seed,
+            seed=args.seed,
+            batch_size=8,
+            lr=5e-5,
+            weight_decay=0.1,
+            trainable="last block + final norm + head",
+        ),
+        "split_sizes": sizes,
+        "results": results,
+        "speedup": ratios,
+        "lora": lora,
+    }
+    return ("training_smoke" if smoke else "training"), payload
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return common.run_program(parse_args(argv), measure, prefix="bench_training_")
 
 
 if __name__ == "__main__":

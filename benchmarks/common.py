@@ -1,5 +1,6 @@
-"""Shared helpers of the benchmark programs: environment record, timing, percentiles, tables,
-JSON output, the SMS test texts and an offline Hugging Face GPT-2 tokenizer.
+"""Shared helpers of the benchmark programs: command-line options, work directory, environment
+record, timing, percentiles, tables, JSON output, the SMS test texts, the model presets under
+other libraries' names and an offline Hugging Face GPT-2 tokenizer.
 
 Benchmarks are programs, not tests: they print a table and write one JSON file per program
 into ``benchmarks/results/``. Every JSON carries :func:`environment` so that a number can
@@ -8,6 +9,8 @@ always be traced to the machine, the library versions and the thread settings th
 
 from __future__ import annotations
 
+import argparse
+import contextlib
 import datetime as _dt
 import importlib.metadata
 import json
@@ -17,10 +20,11 @@ import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 # Benchmark the packages of this work tree even if the installed (editable) copy is stale: a
@@ -31,6 +35,9 @@ RESULTS_DIR = REPO_ROOT / "benchmarks" / "results"
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
 GPT2_BPE_DIR = SHARED_DATA / "gpt2"
 SMS_DIR = SHARED_DATA / "sms_spam"
+SMS_TEST_SOURCE = "prepare_data('sms-spam', balance=True, seed=123).test"  # see sms_test_split
+# The architectures a benchmark can build (random seeded weights); gpt2 = GPT-2 small.
+PRESET_CHOICES = ("gpt2", "gpt2-mini", "gpt2-tiny")
 
 # Distributions whose versions go into every result file.
 _PACKAGES = (
@@ -59,6 +66,67 @@ _CPU_FLAGS = (
     "amx_int8",
     "amx_bf16",
 )
+
+
+# ----------------------------------------------------------------------------- command line
+
+
+def arg_parser(
+    doc: str,
+    result_name: str,
+    *,
+    preset_help: str = "architecture (weights random, seeded); gpt2 = GPT-2 small",
+    work_dir_help: str = "keep the built models here and reuse them next time (default: temp)",
+    seed_default: int = 0,
+    seed_help: str = "seed of the random weights",
+) -> argparse.ArgumentParser:
+    """A benchmark program's parser, described by the first paragraph of its docstring ``doc``,
+    with the options every program has: ``--preset`` (architecture of the model it builds),
+    ``--seed``, ``--work-dir`` (default: a temporary directory), ``--out`` and ``--name``
+    (``result_name`` says the default file stem)."""
+    ap = argparse.ArgumentParser(
+        description=doc.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--preset", default="gpt2", choices=PRESET_CHOICES, help=preset_help)
+    ap.add_argument("--seed", type=int, default=seed_default, help=seed_help)
+    ap.add_argument("--work-dir", type=Path, default=None, help=work_dir_help)
+    ap.add_argument("--out", type=Path, default=RESULTS_DIR, help="results directory")
+    ap.add_argument("--name", default=None, help=f"result file stem (default: {result_name})")
+    return ap
+
+
+def int_list(text: str) -> list[int]:
+    """argparse type of options such as ``--batch-sizes 1,32,128``: positive integers."""
+    parts = [part.strip() for part in text.split(",") if part.strip()]
+    if not parts or not all(part.isdigit() and int(part) > 0 for part in parts):
+        raise argparse.ArgumentTypeError(f"expected positive integers like 1,32,128, got {text!r}")
+    return [int(part) for part in parts]
+
+
+@contextlib.contextmanager
+def work_dir(path: Path | None, *, prefix: str) -> Iterator[Path]:
+    """``path`` (created if missing, kept), or a temporary directory removed afterwards."""
+    if path is not None:
+        path.mkdir(parents=True, exist_ok=True)
+        yield path
+        return
+    with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
+        yield Path(tmp)
+
+
+def run_program(
+    args: argparse.Namespace,
+    measure: Callable[[argparse.Namespace, Path], tuple[str, dict[str, Any]]],
+    *,
+    prefix: str,
+) -> int:
+    """``measure(args, work)`` in ``--work-dir`` (else a temporary directory named ``prefix``...),
+    then write the payload it returns as ``--out``/``<name>.json``, ``name`` being ``--name`` or
+    the default it returns. The exit status: 0 (failures raise)."""
+    with work_dir(args.work_dir, prefix=prefix) as work:
+        name, payload = measure(args, work)
+        write_result(args.name or name, payload, out_dir=args.out)
+    return 0
 
 
 # ----------------------------------------------------------------------------- environment
@@ -96,28 +164,32 @@ def package_versions() -> dict[str, str | None]:
     return out
 
 
-def git_commit() -> str | None:
-    """The repository's HEAD commit (plus ``-dirty`` when the work tree has changes)."""
-    if shutil.which("git") is None:
+def command_output(*cmd: str, timeout: float = 20) -> str | None:
+    """The stripped standard output of ``cmd``, or None when it is missing or fails."""
+    if shutil.which(cmd[0]) is None:
         return None
     try:
-        head = subprocess.run(
-            ["git", "-C", str(REPO_ROOT), "rev-parse", "HEAD"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=True,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "-C", str(REPO_ROOT), "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=True,
-        ).stdout.strip()
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=True)
     except (OSError, subprocess.SubprocessError):
         return None
+    return done.stdout.strip()
+
+
+def git_commit() -> str | None:
+    """The repository's HEAD commit (plus ``-dirty`` when the work tree has changes)."""
+    head = command_output("git", "-C", str(REPO_ROOT), "rev-parse", "HEAD")
+    dirty = command_output(
+        "git", "-C", str(REPO_ROOT), "status", "--porcelain", "--untracked-files=no"
+    )
+    if head is None or dirty is None:
+        return None
     return head + ("-dirty" if dirty else "")
+
+
+def gpu_name() -> str | None:
+    """The GPUs' names, driver and memory from nvidia-smi (works without torch CUDA)."""
+    query = "--query-gpu=name,driver_version,memory.total"
+    return command_output("nvidia-smi", query, "--format=csv,noheader") or None
 
 
 def environment(**settings: Any) -> dict[str, Any]:
@@ -225,6 +297,19 @@ def print_table(rows: Sequence[dict[str, Any]], columns: Sequence[str], *, title
         print("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)))
 
 
+def print_values(values: dict[str, Any], header: str, *, title: str) -> None:
+    """Print ``{name: value}`` as a two-column table whose first column is called ``header``."""
+    print_table(
+        [{header: k, "value": v} for k, v in values.items()], [header, "value"], title=title
+    )
+
+
+def print_targets(targets: dict[str, dict[str, Any]]) -> None:
+    """Print ``{target: {"value", "threshold", "met"}}`` as the "targets" table."""
+    rows = [{"target": k, **v} for k, v in targets.items()]
+    print_table(rows, ["target", "value", "threshold", "met"], title="targets")
+
+
 def _fmt(value: Any) -> str:
     if value is None:
         return "-"
@@ -234,12 +319,13 @@ def _fmt(value: Any) -> str:
 
 
 def write_result(name: str, payload: dict[str, Any], *, out_dir: Path | None = None) -> Path:
-    """Write ``payload`` as ``<out_dir>/<name>.json`` atomically; return the path."""
+    """Write ``payload`` as ``<out_dir>/<name>.json`` atomically, say where; return the path."""
     from clf_runtime.atomic import atomic_write_json
 
     path = (out_dir or RESULTS_DIR) / f"{name}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_json(path, payload)
+    print(f"\nwrote {path}")
     return path
 
 
@@ -257,6 +343,32 @@ def sms_test_split(seed: int = 123) -> tuple[list[str], list[str], list[str]]:
 
     data = prepare_data("sms-spam", balance=True, seed=seed)
     return list(data.test.texts), list(data.test.labels), list(data.label_names)
+
+
+# Our GPTConfig fields and their names in Hugging Face's GPT2Config and in the book's ch04 config
+# dict (None: that side has no such setting).
+_CONFIG_NAMES = (
+    ("vocab_size", "vocab_size", "vocab_size"),
+    ("context_length", "n_positions", "context_length"),
+    ("d_model", "n_embd", "emb_dim"),
+    ("n_layer", "n_layer", "n_layers"),
+    ("n_head", "n_head", "n_heads"),
+    ("layer_norm_eps", "layer_norm_epsilon", None),
+    ("qkv_bias", None, "qkv_bias"),
+)
+
+
+def preset_config(preset: str, names: Literal["hf", "ch04"]) -> dict[str, Any]:
+    """The architecture of ``PRESETS[preset]`` as keyword arguments of ``GPT2Config`` ("hf") or
+    as the book's ``GPTModel`` config dict ("ch04"; GPT_CONFIG_124M for "gpt2")."""
+    from clf_train.model import PRESETS
+
+    column = ("hf", "ch04").index(names) + 1
+    return {
+        row[column]: getattr(PRESETS[preset], row[0])
+        for row in _CONFIG_NAMES
+        if row[column] is not None
+    }
 
 
 def hf_gpt2_tokenizer(save_dir: Path | None = None) -> Any:

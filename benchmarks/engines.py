@@ -23,6 +23,10 @@ from typing import Any
 import common
 import numpy as np
 
+from clf_runtime import Classifier
+from clf_runtime.batching import softmax
+from clf_runtime.tokenizer import END_OF_TEXT_ID
+
 MAX_LENGTH = 256  # tokens kept per text by every engine (SMS texts are <= ~100 tokens)
 LABELS = ["ham", "spam"]
 
@@ -45,11 +49,6 @@ class Engine:
     """ours: the :class:`clf_runtime.Classifier`."""
 
 
-def softmax(x: np.ndarray) -> np.ndarray:
-    e = np.exp(x - x.max(axis=1, keepdims=True))
-    return e / e.sum(axis=1, keepdims=True)
-
-
 # ----------------------------------------------------------------------------- model building
 
 
@@ -58,21 +57,13 @@ def build_hf_dir(hf_dir: Path, preset: str, seed: int) -> None:
     import torch
     from transformers import GPT2Config, GPT2ForSequenceClassification
 
-    from clf_train.model import PRESETS
-
-    p = PRESETS[preset]
     cfg = GPT2Config(
-        vocab_size=p.vocab_size,
-        n_positions=p.context_length,
-        n_embd=p.d_model,
-        n_layer=p.n_layer,
-        n_head=p.n_head,
-        layer_norm_epsilon=p.layer_norm_eps,
+        **common.preset_config(preset, "hf"),
         resid_pdrop=0.0,
         embd_pdrop=0.0,
         attn_pdrop=0.0,
         num_labels=len(LABELS),
-        pad_token_id=50256,
+        pad_token_id=END_OF_TEXT_ID,
         id2label=dict(enumerate(LABELS)),
         label2id={name: i for i, name in enumerate(LABELS)},
     )
@@ -254,12 +245,11 @@ def _torch_engine(hf_dir: Path, tok: Any, threads: int) -> Engine:
 
 
 def _optimum_engine(work: Path, precision: str, tok: Any, threads: int) -> Engine:
-    import onnxruntime as ort
     from optimum.onnxruntime import ORTModelForSequenceClassification
 
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    opts.inter_op_num_threads = 1
+    from clf_runtime.session import session_options
+
+    opts = session_options(threads)  # as the runtime's: N intra-op threads, 1 inter-op
     if precision == "fp32":
         model = ORTModelForSequenceClassification.from_pretrained(
             str(work / "optimum_fp32"), session_options=opts, provider="CPUExecutionProvider"
@@ -312,8 +302,6 @@ def _hf_ids(tok: Any, texts: Sequence[str]) -> list[list[int]]:
 
 
 def _ours_engine(export_dir: Path, precision: str, threads: int) -> Engine:
-    from clf_runtime import Classifier
-
     clf = Classifier.load(
         export_dir, providers=["CPUExecutionProvider"], threads=threads, precision=precision
     )
@@ -321,21 +309,30 @@ def _ours_engine(export_dir: Path, precision: str, threads: int) -> Engine:
     def run(texts: Sequence[str]) -> np.ndarray:
         return clf.predict_proba(list(texts), batch_size=32)
 
+    return classifier_engine(clf, f"ours-{precision}", run, intra_op_threads=threads)
+
+
+def classifier_engine(
+    clf: Classifier, name: str, run: Callable[[Sequence[str]], np.ndarray], **info: Any
+) -> Engine:
+    """An :class:`Engine` around a loaded ``clf_runtime.Classifier``: ``run`` as given, fixed
+    shapes through ``run_logits`` with every token real; ``info`` adds to what it records."""
+
     def fixed(ids: np.ndarray) -> np.ndarray:
-        lengths = np.full((ids.shape[0],), ids.shape[1], dtype=np.int64)
+        lengths = np.full((ids.shape[0],), ids.shape[1], dtype=np.int64)  # (B,)
         return clf.run_logits(ids, lengths)
 
     opts = clf._session.get_session_options()  # a benchmark may look inside
+    threads = opts.intra_op_num_threads
     return Engine(
-        f"ours-{precision}",
-        precision,
+        name,
+        clf.metadata.precision,
         run,
         fixed,
         {
             "engine": "clf_runtime.Classifier",
             "provider": clf.provider,
             "model_file": clf.model_path.name,
-            "intra_op_threads": threads,
             "session_options": {
                 "intra_op_num_threads": opts.intra_op_num_threads,
                 "inter_op_num_threads": opts.inter_op_num_threads,
@@ -346,10 +343,11 @@ def _ours_engine(export_dir: Path, precision: str, threads: int) -> Engine:
                 "intra_op_allow_spinning": _config_entry(opts, "session.intra_op.allow_spinning"),
                 "several_batches": (
                     f"{threads} workers sharing one session with 1 intra-op thread"
-                    if threads > 1
+                    if threads > 1 and clf.provider != "CUDAExecutionProvider"
                     else "one after another"
                 ),
             },
+            **info,
         },
         session=clf,
     )

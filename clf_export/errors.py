@@ -1,7 +1,9 @@
 """Exception types of the exporter. Every error says what was received and how to fix it.
 
-Run-directory problems keep their own type, :class:`clf_train.run_dir.RunDirError`, and
-pretrained-weight problems :class:`clf_train.pretrained.PretrainedError`; the exporter adds:
+:class:`ExportError` is the root of everything ``clf_export`` raises on purpose. Problems of
+the inputs that ``clf_train`` reads keep their own types: run directories
+:class:`clf_train.run_dir.RunDirError`, pretrained weights
+:class:`clf_train.pretrained.PretrainedError`.
 """
 
 from __future__ import annotations

@@ -16,30 +16,38 @@ result is then exactly ``x`` or ``0``). So the converter's default block list su
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
+import onnxruntime as ort
+
+from clf_runtime.session import CPU, CUDA, QUIET, cuda_is_usable
 
 from .errors import ExportError
-from .parity import compare_logits, make_session, run_logits
+from .options import FP16, ExportOptions
+from .parity import ProbeLogits, make_session
 
-__all__ = ["check_fp16", "convert_fp16"]
+if TYPE_CHECKING:
+    from .staging import StagedModels
+
+__all__ = ["check_fp16", "convert_fp16", "export_fp16"]
 
 
-def convert_fp16(fp32_path: Path, scratch: Path) -> Any:
+def convert_fp16(fp32_path: Path) -> Any:
     """Convert the fp32 graph at ``fp32_path`` to fp16 with float32 inputs/outputs kept.
 
     Shape inference runs file-to-file first (``infer_shapes_path`` works past protobuf's
-    2 GB limit, the in-memory variant does not); ``scratch`` is a file path for its output.
+    2 GB limit, the in-memory variant does not). Its output is written beside ``fp32_path``,
+    because it refers to the same external-data file by a bare name, and removed once read.
     """
     import onnx
     from onnxruntime.transformers.float16 import convert_float_to_float16
 
+    inferred = fp32_path.with_name(f"inferred.{fp32_path.name}")
     try:
-        onnx.shape_inference.infer_shapes_path(str(fp32_path), str(scratch))
-        model = onnx.load(str(scratch))
+        onnx.shape_inference.infer_shapes_path(str(fp32_path), str(inferred))
+        model = onnx.load(str(inferred))
+        inferred.unlink()
         return convert_float_to_float16(model, keep_io_types=True, disable_shape_infer=True)
     except Exception as e:  # the converter raises asserts / ValueErrors / onnx errors
         raise ExportError(f"could not convert {fp32_path.name} to fp16: {e}") from e
@@ -47,46 +55,38 @@ def convert_fp16(fp32_path: Path, scratch: Path) -> Any:
 
 def _cuda_session(path: Path) -> tuple[Any | None, str]:
     """A session that really runs on CUDA, or (None, why not)."""
-    import onnxruntime as ort
-
-    if "CUDAExecutionProvider" not in ort.get_available_providers():
+    if CUDA not in ort.get_available_providers():
         return None, "this onnxruntime build has no CUDAExecutionProvider"
-    # A failed CUDA start (no driver, no GPU, missing libraries) is logged as an error by
-    # onnxruntime's process-wide logger before it falls back to CPU; it is expected here.
-    ort.set_default_logger_severity(4)
-    try:
-        session = make_session(
-            path, providers=("CUDAExecutionProvider", "CPUExecutionProvider"), threads=None
+    if not cuda_is_usable():
+        return None, (
+            "CUDAExecutionProvider is installed but cannot start (no GPU, driver or CUDA libraries)"
         )
+    # Quiet for this session only: onnxruntime's process-wide log level belongs to the caller.
+    try:
+        session = make_session(path, providers=(CUDA, CPU), threads=None, log_severity_level=QUIET)
     except ExportError as e:
         return None, f"a CUDA session could not be created: {e}"
-    finally:
-        ort.set_default_logger_severity(2)  # onnxruntime's default (warning)
-    if session.get_providers()[:1] != ["CUDAExecutionProvider"]:
+    if session.get_providers()[:1] != [CUDA]:
         return None, (
             "CUDAExecutionProvider is installed but could not start (no GPU, driver or CUDA "
             "libraries); onnxruntime fell back to CPU"
         )
-    return session, "CUDAExecutionProvider"
+    return session, CUDA
 
 
 def check_fp16(
-    fp16_path: Path,
-    fp32_logits: Sequence[np.ndarray],
-    inputs: Sequence[tuple[np.ndarray, np.ndarray]],
-    *,
-    threads: int | None,
+    fp16_path: Path, fp32: ProbeLogits, *, threads: int | None
 ) -> tuple[dict[str, Any], Any | None]:
     """Run the fp16 graph on CUDA when it really runs there, else on CPU; compare with fp32.
 
-    ``fp32_logits[i]`` are the fp32 graph's logits for ``inputs[i]``. Returns the report entry
-    (what was checked, on which provider, the numbers) and the session used (or None).
+    ``fp32`` is the fp32 graph's logits on the probes. Returns the report entry (what was
+    checked, on which provider, the numbers) and the session used (or None).
     Raises :class:`ExportError` when the fp16 graph yields non-finite logits.
     """
     session, why_not_cuda = _cuda_session(fp16_path)
-    provider = "CUDAExecutionProvider"
+    provider = CUDA
     if session is None:
-        provider = "CPUExecutionProvider"
+        provider = CPU
         try:
             session = make_session(fp16_path, threads=threads)
         except ExportError as e:
@@ -94,13 +94,12 @@ def check_fp16(
                 "checked": False,
                 "reason": f"not run: CUDA unavailable ({why_not_cuda}) and {e}",
             }, None
-    got = [run_logits(session, ids, lengths) for ids, lengths in inputs]
-    if not all(np.all(np.isfinite(x)) for x in got):
+    cmp = fp32.compare(session)
+    if cmp is None:
         raise ExportError(
             f"the fp16 graph produced non-finite logits on {provider}: an activation overflows "
             "fp16 (max 65504). Export without --fp16 and serve fp32 on this model."
         )
-    cmp = compare_logits(np.concatenate(list(fp32_logits)), np.concatenate(got))
     entry = {
         "checked": True,
         "provider": provider,
@@ -108,6 +107,18 @@ def check_fp16(
         "max_abs_logit_diff_vs_fp32": cmp["max_abs_logit_diff"],
         "argmax_agreement_vs_fp32": cmp["argmax_agreement"],
     }
-    if provider != "CUDAExecutionProvider":
+    if provider != CUDA:
         entry["note"] = f"checked on CPU because {why_not_cuda}; fp16 is meant for CUDA"
     return entry, session
+
+
+def export_fp16(
+    staged: StagedModels, unfused: Path, fp32: ProbeLogits, options: ExportOptions
+) -> tuple[dict[str, Any], Any | None]:
+    """Convert ``unfused`` (the fp32 graph before the onnxruntime-only fusions) to fp16, stage
+    ``model.fp16.onnx`` and check it against ``fp32``'s probe logits (:func:`check_fp16`);
+    return its report entry and the session used (or None)."""
+    proto = convert_fp16(unfused)
+    path = staged.write(proto, FP16)
+    del proto
+    return check_fp16(path, fp32, threads=options.threads)

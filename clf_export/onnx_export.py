@@ -1,417 +1,188 @@
 """Export a trained classifier to ONNX: fp32 always, int8 and fp16 on request.
 
-Graph contract (shared with ``clf_runtime``): inputs ``input_ids`` int64 (batch, sequence)
-and ``lengths`` int64 (batch), right-padded; output ``logits`` float32 (batch, num_labels);
-``batch`` and ``sequence`` are dynamic. With ``pooling="last"`` the traced function is
-``GPTClassifier.forward_last_only``: the last block's query, MLP, final norm and head run on
-one position per row.
-
-Exporter (pinned): ``torch.onnx.export(..., dynamo=True)`` at opset 18. Measured with torch
-2.13 on GPT-2 small (random weights, onnxruntime CPU, 1 thread): the TorchScript exporter
-(``dynamo=False``) still works and both give correct dynamic shapes at untraced sizes and the
-same speed (batch 1 x 32: 55.6 vs 56.1 ms; 8 x 64: 592 vs 595 ms), but the TorchScript
-tracer records ``d_model`` as a runtime ``Shape`` value, so the last block's split query /
-key-value weights stay computed tensors that the int8 quantizer cannot touch; torch.export
-sees ``d_model`` as a constant and the split folds into plain weights. It is also the
-exporter torch keeps (the TorchScript one is deprecated), and it writes one external-data
-file for models over 2 GB. The price is export time (14 s vs 7 s for GPT-2 small).
+:func:`export_model` is the whole export of one torch model, in four steps of their own: the
+fp32 graph (:func:`clf_export.fp32.export_fp32`: trace, fold, fuse, save, parity with torch),
+the int8 variant (:func:`clf_export.quantize.export_int8`), the fp16 variant
+(:func:`clf_export.fp16.export_fp16`) and the held-out comparison of the precisions
+(:func:`clf_export.evaluation.evaluate_sessions`). A model carrying LoRA adapters is merged
+into plain weights first, and the merge checked (:func:`clf_export.merge.merge_for_export`).
+:func:`export_run` and :func:`export_state_dict` load the model from a ``clf-train`` run
+directory or a chapter-6 state dict, and call it.
 
 Nothing that looks like a successful export is left behind on failure: every file is
 written into a temporary directory next to ``out_dir`` and moved into place only after
-every check passed, ``report.json`` last.
+every check passed, ``report.json`` last (:mod:`clf_export.staging`).
 """
 
 from __future__ import annotations
 
-import contextlib
-import logging
 import os
-import shutil
-import warnings
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from clf_runtime._version import __version__
+from clf_runtime.contract import TRAIN, split_file
 from clf_runtime.metadata import ModelMetadata
+from clf_runtime.paths import OutputPathError, check_output_path
 from clf_runtime.tokenizer import END_OF_TEXT_ID, TOKENIZER_NAME, encode_batch
 
 from .errors import ExportError
-from .fp16 import check_fp16, convert_fp16
-from .fusions import fuse_tanh_gelu
-from .parity import (
-    PARITY_TOLERANCE,
-    batched_logits,
-    check_parity,
-    compare_logits,
-    evaluate,
-    make_session,
-    parity_inputs,
-    read_labelled_file,
-    run_logits,
+from .evaluation import EvalSet, evaluate_sessions, read_labelled_file, run_eval_set
+from .fp16 import export_fp16
+from .fp32 import EXPORTER, EXPORTER_WHY, export_fp32
+from .merge import merge_for_export
+from .options import (
+    CALIBRATION_TEXTS,
+    DEFAULT_MAX_LENGTH,
+    FP16,
+    FP32,
+    INT8,
+    LAST_POOLING,
+    ExportOptions,
+    resolve_options,
 )
-from .quantize import fold_weight_transforms, quantize_int8
-from .report import ExportReport, ModelFile, commit_export, describe_file, staging_dir
+from .progress import stage
+from .quantize import export_int8
+from .report import ExportReport
+from .staging import StagedModels, commit_export, staging_dir
 
-__all__ = [
-    "DEFAULT_OPSET",
-    "EXPORTER",
-    "EXTERNAL_DATA_THRESHOLD",
-    "MODEL_FILES",
-    "export_model",
-    "export_run",
-    "export_state_dict",
-    "save_onnx",
-]
-
-DEFAULT_OPSET = 18
-"""ONNX opset of the exported graphs (the dynamo exporter's native opset in torch 2.13)."""
-EXPORTER = "torch.onnx.export(dynamo=True)"
-EXTERNAL_DATA_THRESHOLD = 2 * 1024**3 - 128 * 1024**2
-"""Models whose tensors exceed this many bytes keep them in ``<file>.data`` (protobuf caps a
-file at 2 GiB; the margin covers the graph itself)."""
-MODEL_FILES = {"fp32": "model.onnx", "int8": "model.int8.onnx", "fp16": "model.fp16.onnx"}
-_TRACE_BATCH, _TRACE_SEQUENCE = 2, 8  # mid-sized, so no probe shape equals the traced one
-
-_EXPORTER_WHY = (
-    "dynamo exporter pinned: correct dynamic batch/sequence and the same onnxruntime CPU speed "
-    "as the TorchScript exporter in torch 2.13, but d_model stays a constant so every weight "
-    "MatMul is quantizable; the TorchScript exporter is deprecated"
-)
+__all__ = ["export_model", "export_run", "export_state_dict"]
 
 
-# ---------------------------------------------------------------------------------------------
-# Graph
+def _check_out_dir(out_dir: str | os.PathLike[str]) -> Path:
+    """``out_dir`` as a Path, refused before any work if it cannot become a directory.
 
-
-class _ExportedFunction:
-    """Factory of the traced module (torch imported lazily)."""
-
-    @staticmethod
-    def build(model: Any) -> Any:
-        import torch
-
-        class Graph(torch.nn.Module):
-            def __init__(self) -> None:
-                super().__init__()
-                self.model = model
-
-            def forward(self, input_ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-                # (B, T), (B,) -> (B, num_labels); forward_last_only falls back to forward
-                # for mean pooling.
-                return self.model.forward_last_only(input_ids, lengths)
-
-        return Graph().eval()
-
-
-@contextlib.contextmanager
-def _quiet_exporter() -> Iterator[None]:
-    """Silence the exporter's progress logs and deprecation warnings for one call."""
-    names = ("torch.onnx", "torch.export", "torch._export", "onnxscript", "onnx_ir")
-    loggers = [logging.getLogger(n) for n in names]
-    levels = [lg.level for lg in loggers]
-    for lg in loggers:
-        lg.setLevel(logging.ERROR)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        for lg, level in zip(loggers, levels, strict=True):
-            lg.setLevel(level)
-
-
-def _trace(model: Any, path: Path, *, opset: int, fused_attention: bool = True) -> None:
-    """Trace ``model`` to ``path`` (tensors in ``path.data``) with dynamic batch and sequence.
-
-    ``fused_attention``: attention becomes onnxruntime's ``MultiHeadAttention`` (see
-    :mod:`clf_export.attention`); without it, the exporter's standard-op decomposition.
+    The shared check of every CLI's output path (:func:`clf_runtime.paths.check_output_path`);
+    an existing export in it is :func:`clf_export.staging.staging_dir`'s case (--overwrite).
     """
-    import torch
-
-    from . import attention
-
-    cfg = model.cfg
-    seq = min(_TRACE_SEQUENCE, cfg.context_length)
-    gen = torch.Generator().manual_seed(0)
-    ids = torch.randint(0, cfg.vocab_size, (_TRACE_BATCH, seq), generator=gen)  # (B, T)
-    lengths = torch.tensor([seq, max(1, seq // 2)], dtype=torch.int64)  # (B,)
-    batch = torch.export.Dim("batch", min=1)
-    sequence = torch.export.Dim("sequence", min=1, max=cfg.context_length)
-    patch = attention.fused_attention() if fused_attention else contextlib.nullcontext()
     try:
-        with _quiet_exporter(), torch.no_grad(), patch:
-            torch.onnx.export(
-                _ExportedFunction.build(model),
-                (ids, lengths),
-                str(path),
-                input_names=["input_ids", "lengths"],
-                output_names=["logits"],
-                dynamic_shapes={"input_ids": {0: batch, 1: sequence}, "lengths": {0: batch}},
-                opset_version=opset,
-                custom_translation_table=attention.TRANSLATIONS if fused_attention else None,
-                dynamo=True,  # pinned: see the module docstring
-                external_data=True,  # one model.onnx.data, whatever the size; re-saved below
-                optimize=True,
-                verbose=False,
-            )
-    except Exception as e:  # torch.export raises many unrelated types
-        raise ExportError(f"torch.onnx.export failed at opset {opset}: {e}") from e
+        return check_output_path(out_dir, flag="--out", kind="dir")
+    except OutputPathError as e:
+        raise ExportError(str(e)) from e
 
 
-def _traced_graph(model: Any, scratch: Path, *, opset: int, fused_attention: bool) -> Any:
-    """Trace ``model`` (see :func:`_trace`) in ``scratch/trace`` and return the loaded graph,
-    weight transforms folded; the files are removed."""
-    import onnx
-
-    folder = scratch / "trace"
-    folder.mkdir()
-    try:
-        _trace(model, folder / "model.onnx", opset=opset, fused_attention=fused_attention)
-        proto = onnx.load(str(folder / "model.onnx"))  # external data read into memory
-    finally:
-        shutil.rmtree(folder)
-    fold_weight_transforms(proto)
-    # The exporter's value_info shape hints are optional, and onnx's file-based shape
-    # inference (run before the fp16 conversion) rejects some of them as inconsistent.
-    del proto.graph.value_info[:]
-    return proto
-
-
-def _tensor_bytes(model: Any) -> int:
-    return sum(len(t.raw_data) if t.raw_data else t.ByteSize() for t in model.graph.initializer)
-
-
-def save_onnx(model: Any, path: Path, *, threshold: int = EXTERNAL_DATA_THRESHOLD) -> Path | None:
-    """Save ``model`` to ``path``; tensors go to ``<name>.data`` beside it above ``threshold``.
-
-    The external-data location is stored as a bare file name, so the pair can be moved
-    together. Returns the data file, or None. Note: ``onnx`` moves the tensors out of the
-    in-memory ``model`` when it writes external data; reload the file to use it again.
-    """
-    import onnx
-
-    data = path.with_name(path.name + ".data")
-    data.unlink(missing_ok=True)
-    try:
-        if _tensor_bytes(model) > threshold:
-            onnx.save_model(
-                model,
-                str(path),
-                save_as_external_data=True,
-                all_tensors_to_one_file=True,
-                location=data.name,
-                size_threshold=1024,
-            )
-            return data
-        onnx.save_model(model, str(path))
-    except (OSError, ValueError) as e:
-        raise ExportError(f"cannot write {path}: {e}") from e
-    return None
-
-
-def _set_metadata(model: Any, meta: ModelMetadata) -> None:
-    del model.metadata_props[:]
-    for key, value in meta.to_props().items():
-        entry = model.metadata_props.add()
-        entry.key, entry.value = key, value
-
-
-# ---------------------------------------------------------------------------------------------
-# The export
-
-
-def _tokenize_eval(
-    eval_data: tuple[Sequence[str], Sequence[str]], labels: Sequence[str], max_length: int
-) -> tuple[list[list[int]], np.ndarray]:
-    texts, names = eval_data
-    index = {name: i for i, name in enumerate(labels)}
-    unknown = sorted({n for n in names if n not in index})
-    if unknown:
-        raise ExportError(
-            f"the evaluation data has labels {unknown[:5]} that the model does not know; "
-            f"its labels are {list(labels)}"
+def _check_model(model: Any, labels: list[str], pooling: str | None, max_length: int) -> None:
+    """Raise one :class:`ExportError` listing every way ``model`` does not fit the request."""
+    problems = []
+    if len(labels) != model.num_labels:
+        problems.append(f"{len(labels)} labels {labels} for a model with {model.num_labels} logits")
+    if pooling is not None and pooling != model.pooling:
+        problems.append(f"pooling {pooling!r} but the model was built with {model.pooling!r}")
+    context = model.cfg.context_length
+    if not 1 <= max_length <= context:
+        problems.append(
+            f"max_length {max_length} is outside 1..{context} (the model's context length); "
+            "pass a smaller --max-length"
         )
-    if not texts:
-        raise ExportError("the evaluation data is empty; pass a file with at least one row")
-    ids = encode_batch(list(texts), max_length=max_length)
-    return ids, np.asarray([index[n] for n in names], dtype=np.int64)
+    if problems:
+        raise ExportError("cannot export: " + "; ".join(problems))
 
 
 def export_model(
     model: Any,
     labels: Sequence[str],
     out_dir: str | os.PathLike[str],
+    options: ExportOptions | None = None,
     *,
-    max_length: int,
     pooling: str | None = None,
-    quantize: bool = False,
-    fp16: bool = False,
-    opset: int = DEFAULT_OPSET,
-    eval_data: tuple[Sequence[str], Sequence[str]] | None = None,
-    eval_source: str | None = None,
-    int8_format: str = "auto",
-    int8_scheme: str = "auto",
-    calibration_data: Sequence[str] | None = None,
-    quantize_embeddings: bool = True,
-    overwrite: bool = False,
-    threads: int | None = None,
+    eval_set: EvalSet | None = None,
+    calibration_texts: Sequence[str] | None = None,
     source: Mapping[str, Any] | None = None,
     extra: Mapping[str, Any] | None = None,
-    parity_tolerance: float = PARITY_TOLERANCE,
-    external_data_threshold: int = EXTERNAL_DATA_THRESHOLD,
+    **changes: Any,
 ) -> ExportReport:
     """Export a :class:`~clf_train.model.GPTClassifier` to ``out_dir`` and check it.
 
-    Writes ``model.onnx`` (+ ``model.int8.onnx`` with ``quantize``, ``model.fp16.onnx`` with
-    ``fp16``) and ``report.json``. ``eval_data`` is ``(texts, label names)`` for the held-out
-    comparison of precisions; ``calibration_data`` (training texts) calibrates the static int8
-    schemes (``int8_scheme``, see :func:`~clf_export.quantize.quantize_int8`). ``pooling``, when
-    given, must equal ``model.pooling``.
-    ``extra`` goes into every file's metadata (e.g. the run config). Raises
+    Writes ``model.onnx`` (+ ``model.int8.onnx`` with ``options.quantize``,
+    ``model.fp16.onnx`` with ``options.fp16``) and ``report.json``. ``changes`` are
+    :class:`ExportOptions` fields applied on top of ``options`` (``quantize=True``, ...).
+    A model carrying LoRA adapters (:mod:`clf_train.lora`) is merged first and the merge
+    checked (``report.lora``); ``model`` itself is not changed.
+    ``options.max_length`` defaults to min(256, the model's context length). The held-out
+    comparison of precisions runs on ``eval_set`` when given, else on ``options.eval_data``;
+    those held-out texts also judge the int8 schemes, whose static scales are calibrated on
+    ``calibration_texts`` (training texts; see :func:`~clf_export.quantize.quantize_int8`).
+    ``pooling``, when given, must equal ``model.pooling``. ``source`` (where the model came
+    from) and ``extra`` go into every file's metadata. Raises
     :class:`~clf_export.errors.ParityError` when the fp32 graph disagrees with the model, and
     :class:`~clf_export.errors.ExportError` for every other failure; either way nothing is
     left in ``out_dir``.
     """
-    out_dir = Path(out_dir)
+    opts = resolve_options(options, changes)
+    out_dir = _check_out_dir(out_dir)
     labels = list(labels)
-    cfg = model.cfg
-    problems = []
-    if len(labels) != model.num_labels:
-        problems.append(f"{len(labels)} labels {labels} for a model with {model.num_labels} logits")
-    if pooling is not None and pooling != model.pooling:
-        problems.append(f"pooling {pooling!r} but the model was built with {model.pooling!r}")
-    if not 1 <= max_length <= cfg.context_length:
-        problems.append(
-            f"max_length {max_length} is outside 1..{cfg.context_length} (the model's context "
-            "length); pass a smaller --max-length"
-        )
-    if problems:
-        raise ExportError("cannot export: " + "; ".join(problems))
-    eval_tokens = _tokenize_eval(eval_data, labels, max_length) if eval_data is not None else None
+    max_length = opts.max_length or min(DEFAULT_MAX_LENGTH, model.cfg.context_length)
+    _check_model(model, labels, pooling, max_length)
+    if eval_set is None and opts.eval_data is not None:
+        eval_set = read_labelled_file(opts.eval_data)
+    # Tokenized before the (slow) trace, so that bad evaluation data fails at once.
+    eval_tokens = eval_set.tokenize(labels, max_length) if eval_set is not None else None
+    calibration_ids = (
+        encode_batch(list(calibration_texts), max_length=max_length)
+        if opts.quantize and calibration_texts
+        else None
+    )
     source = dict(source or {"kind": "model"})
-    exporter = {"name": EXPORTER, "opset": opset, "why": _EXPORTER_WHY}
-    meta_extra = {**dict(extra or {}), "exporter": EXPORTER, "opset": opset, "source": source}
-
-    def metadata(precision: str) -> ModelMetadata:
-        return ModelMetadata(
-            labels=tuple(labels),
-            max_length=max_length,
-            tokenizer=TOKENIZER_NAME,
-            pooling=model.pooling,
-            precision=precision,
-            package_version=__version__,
-            pad_token_id=END_OF_TEXT_ID,
-            extra=meta_extra,
-        )
-
-    def write(proto: Any, precision: str) -> list[str]:
-        _set_metadata(proto, metadata(precision))
-        path = tmp / MODEL_FILES[precision]
-        data = save_onnx(proto, path, threshold=external_data_threshold)
-        written[precision] = data
-        return [path.name] + ([data.name] if data is not None else [])
-
+    metadata = ModelMetadata(
+        labels=tuple(labels),
+        max_length=max_length,
+        tokenizer=TOKENIZER_NAME,
+        pooling=model.pooling,
+        precision=FP32,
+        package_version=__version__,
+        pad_token_id=END_OF_TEXT_ID,
+        extra={**dict(extra or {}), "exporter": EXPORTER, "opset": opts.opset, "source": source},
+    )
     was_training = model.training
     model.eval()
     try:
-        with staging_dir(out_dir, overwrite=overwrite) as tmp:
-            written: dict[str, Path | None] = {}
-            names: list[str] = []
-            raw = tmp / "raw"
-            raw.mkdir()
-            proto = _traced_graph(model, raw, opset=opset, fused_attention=True)
-            # fp16 is converted from a graph of standard ops (no MultiHeadAttention, no
-            # FastGelu): the onnxruntime-only rewrites are for its CPU kernels.
-            unfused = raw / "unfused.onnx"
-            if fp16:
-                save_onnx(
-                    _traced_graph(model, raw, opset=opset, fused_attention=False),
-                    unfused,
-                    threshold=external_data_threshold,
-                )
-            fuse_tanh_gelu(proto)
-            names += write(proto, "fp32")
-            del proto
-            fp32_path = tmp / MODEL_FILES["fp32"]
-
-            sessions = {"fp32": make_session(fp32_path, threads=threads)}
-            probes = parity_inputs(
-                max_length, vocab_size=cfg.vocab_size, pad_token_id=END_OF_TEXT_ID
-            )
-            parity = check_parity(sessions["fp32"], model, probes, tolerance=parity_tolerance)
-            probe_logits = [run_logits(sessions["fp32"], ids, lens) for ids, lens in probes]
-
-            int8_info = None
-            if quantize:
-                proto, int8_info = quantize_int8(
-                    fp32_path,
-                    int8_format=int8_format,
-                    quantize_embeddings=quantize_embeddings,
-                    scheme=int8_scheme,
-                    calibration_ids=None
-                    if calibration_data is None
-                    else encode_batch(list(calibration_data), max_length=max_length),
-                    eval_ids=None if eval_tokens is None else eval_tokens[0],
+        # Before the staging dir exists: a merge that fails its check leaves nothing behind.
+        traced, lora = merge_for_export(model, max_length=max_length)
+        with staging_dir(out_dir, overwrite=opts.overwrite) as tmp:
+            staged = StagedModels(tmp, metadata, threshold=opts.external_data_threshold)
+            sessions: dict[str, Any] = {}  # precision -> session; the only references to them
+            fp32, sessions[FP32] = export_fp32(traced, staged, opts, max_length=max_length)
+            int8_info = fp16_info = None
+            if opts.quantize:
+                with stage("int8", "quantizing to int8, choosing the scheme, checking it"):
+                    int8_info, sessions[INT8] = export_int8(
+                        staged,
+                        fp32,
+                        opts,
+                        calibration_ids=calibration_ids,
+                        eval_ids=None if eval_tokens is None else eval_tokens.token_ids,
+                    )
+            if fp32.unfused is not None:  # kept exactly when opts.fp16
+                with stage("fp16", "converting to fp16 and checking it"):
+                    fp16_info, sessions[FP16] = export_fp16(staged, fp32.unfused, fp32.probes, opts)
+            staged.drop_scratch()
+            live = {p: s for p, s in sessions.items() if s is not None}
+            if eval_tokens is None:
+                evaluation = evaluate_sessions(live, None)  # records why it was skipped
+            else:
+                n = len(eval_tokens.token_ids)
+                with stage("evaluation", f"accuracy of {', '.join(live)} on {n:,} held-out texts"):
+                    evaluation = evaluate_sessions(live, eval_tokens)
+            sessions.clear()  # frees the sessions' memory before the files are hashed and moved
+            with stage("write", f"hashing the files and moving them into {out_dir}"):
+                report = ExportReport(
+                    out_dir=str(out_dir),
+                    source=source,
+                    labels=labels,
+                    max_length=max_length,
+                    pooling=model.pooling,
                     pad_token_id=END_OF_TEXT_ID,
-                    threads=threads,
+                    exporter={"name": EXPORTER, "opset": opts.opset, "why": EXPORTER_WHY},
+                    models=staged.describe(),
+                    parity=fp32.parity,
+                    lora=lora,
+                    int8=int8_info,
+                    fp16=fp16_info,
+                    evaluation=evaluation,
                 )
-                names += write(proto, "int8")
-                del proto
-                sessions["int8"] = make_session(tmp / MODEL_FILES["int8"], threads=threads)
-                got = [run_logits(sessions["int8"], ids, lens) for ids, lens in probes]
-                if not all(np.all(np.isfinite(x)) for x in got):
-                    raise ExportError("the int8 graph produced non-finite logits on the probes")
-                int8_info["vs_fp32_on_probes"] = compare_logits(
-                    np.concatenate(probe_logits), np.concatenate(got)
-                )
-
-            fp16_info = None
-            if fp16:
-                proto = convert_fp16(unfused, tmp / "scratch.fp16.onnx")
-                names += write(proto, "fp16")
-                del proto
-                for path in tmp.glob("scratch.fp16.onnx*"):
-                    path.unlink()
-                fp16_info, session = check_fp16(
-                    tmp / MODEL_FILES["fp16"], probe_logits, probes, threads=threads
-                )
-                if session is not None:
-                    sessions["fp16"] = session
-            shutil.rmtree(raw)
-
-            evaluation: dict[str, Any] = {"skipped": "no evaluation data (see --eval-data)"}
-            if eval_tokens is not None:
-                token_ids, label_ids = eval_tokens
-                logits = {
-                    p: batched_logits(s, token_ids, pad_token_id=END_OF_TEXT_ID)
-                    for p, s in sessions.items()
-                }
-                evaluation = {"source": eval_source or "eval_data", **evaluate(logits, label_ids)}
-                if "fp16" in sessions:
-                    evaluation["fp16_provider"] = fp16_info["provider"] if fp16_info else None
-            sessions.clear()
-
-            models: list[ModelFile] = [
-                describe_file(tmp / MODEL_FILES[p], p, external_data=written[p]) for p in written
-            ]
-            report = ExportReport(
-                out_dir=str(out_dir),
-                source=source,
-                labels=labels,
-                max_length=max_length,
-                pooling=model.pooling,
-                pad_token_id=END_OF_TEXT_ID,
-                exporter=exporter,
-                models=models,
-                parity=parity,
-                int8=int8_info,
-                fp16=fp16_info,
-                evaluation=evaluation,
-            )
-            commit_export(tmp, out_dir, names, report)
+                commit_export(tmp, out_dir, staged.names, report)
     finally:
         model.train(was_training)
     return report
@@ -420,83 +191,81 @@ def export_model(
 def export_run(
     run_dir: str | os.PathLike[str],
     out_dir: str | os.PathLike[str],
-    *,
-    quantize: bool = False,
-    fp16: bool = False,
-    opset: int = DEFAULT_OPSET,
-    max_length: int | None = None,
-    eval_split: str | None = None,
-    eval_data: str | os.PathLike[str] | None = None,
-    **options: Any,
+    options: ExportOptions | None = None,
+    **changes: Any,
 ) -> ExportReport:
     """Export the trained model of a ``clf-train`` run directory (``clf-export RUN_DIR``).
 
-    ``max_length`` defaults to the run's. The int8 / fp16 comparison runs on ``eval_data``
-    (a .jsonl / .csv file) when given, else on the run's ``split/<eval_split>.jsonl`` (which
-    must exist), else on ``split/test.jsonl`` when the run has one. ``options`` are passed to
-    :func:`export_model` (``int8_format``, ``quantize_embeddings``, ``overwrite``,
-    ``threads``, ``external_data_threshold``, ...).
-    Raises :class:`~clf_train.run_dir.RunDirError` for a missing or inconsistent run dir.
+    ``changes`` are :class:`ExportOptions` fields applied on top of ``options``
+    (``export_run(run, out, quantize=True)``). ``max_length`` defaults to the run's. The int8 /
+    fp16 comparison runs on ``eval_data`` (a .jsonl / .csv file) when given, else on the run's
+    ``split/<eval_split>.jsonl`` (which must exist), else on ``split/test.jsonl`` when the run
+    has one. With ``quantize``, the run's train split (when it has one) calibrates the static
+    int8 schemes. Raises :class:`~clf_train.run_dir.RunDirError` for a missing or inconsistent
+    run dir, :class:`~clf_export.errors.ExportError` for everything else.
     """
-    from clf_train.run_dir import SPLIT_DIR, load_run, read_split
+    from clf_train.run_dir import load_run, read_split
 
+    opts = resolve_options(options, changes)
+    _check_out_dir(out_dir)  # before the (slow) load
     run_dir = Path(run_dir)
-    model, run_cfg = load_run(run_dir)
-    data, data_source = None, None
-    if eval_data is not None:
-        data, data_source = read_labelled_file(eval_data), str(eval_data)
-    elif eval_split is not None:  # asked for: it must exist (read_split raises RunDirError)
-        data = read_split(run_dir, eval_split)
-        data_source = str(run_dir / SPLIT_DIR / f"{eval_split}.jsonl")
-    elif (run_dir / SPLIT_DIR / "test.jsonl").is_file():  # default: the test split if present
-        data = read_split(run_dir, "test")
-        data_source = str(run_dir / SPLIT_DIR / "test.jsonl")
-    if (
-        quantize
-        and "calibration_data" not in options
-        and (run_dir / SPLIT_DIR / "train.jsonl").is_file()
-    ):
-        options["calibration_data"] = read_split(run_dir, "train")[0]  # static int8 scales
+    # A LoRA run comes with its adapters apart: export_model merges them and checks the merge.
+    with stage("load", f"reading the run {run_dir}"):
+        model, run_cfg = load_run(run_dir, merge=False)
+        calibration = None
+        if opts.quantize and (run_dir / split_file(TRAIN)).is_file():
+            calibration = read_split(run_dir, TRAIN)[0][:CALIBRATION_TEXTS]  # static int8 scales
     return export_model(
         model,
         run_cfg.labels,
         out_dir,
-        max_length=max_length or run_cfg.max_length,
-        quantize=quantize,
-        fp16=fp16,
-        opset=opset,
-        eval_data=data,
-        eval_source=data_source,
+        replace(opts, max_length=opts.max_length or run_cfg.max_length),
+        eval_set=run_eval_set(run_dir, opts),
+        calibration_texts=calibration,
         source={"kind": "run_dir", "path": str(run_dir.resolve())},
         extra={"run_config": run_cfg.to_dict()},
-        **options,
     )
 
 
 def export_state_dict(
     state_dict: str | os.PathLike[str],
     out_dir: str | os.PathLike[str],
+    options: ExportOptions | None = None,
     *,
     labels: Sequence[str],
     model: str | None = None,
-    quantize: bool = False,
-    fp16: bool = False,
-    opset: int = DEFAULT_OPSET,
-    max_length: int | None = None,
-    eval_data: str | os.PathLike[str] | None = None,
-    **options: Any,
+    **changes: Any,
 ) -> ExportReport:
     """Export a finetuned chapter-6 state dict (``clf-export --state-dict FILE --labels ...``).
 
-    ``model`` (``gpt2`` ... ``gpt2-xl``) is checked against the file's shapes when given. The
+    ``model`` (a preset name: ``gpt2`` ... ``gpt2-xl``, ``gpt2-tiny``, ``gpt2-mini``) is checked
+    against the file's shapes when given, and gives the number of attention heads (which
+    tensor shapes do not show); a ``config.json`` beside a ``.safetensors`` file does too. The
     file must hold the classification head ``out_head`` with one row per label. Pooling is
     ``last`` (the last real token); ``max_length`` defaults to min(256, context length).
-    Raises :class:`~clf_train.pretrained.PretrainedError` for an unreadable file.
+    ``changes`` are :class:`ExportOptions` fields applied on top of ``options``. Raises
+    :class:`~clf_train.pretrained.PretrainedError` for an unreadable file.
     """
     from clf_train.pretrained import build_classifier, load_pretrained
 
+    opts = resolve_options(options, changes)
+    _check_out_dir(out_dir)  # before the (slow) load
+    if opts.eval_split is not None:
+        raise ExportError(
+            f"--eval-split {opts.eval_split} names a run split, but a state dict has no run "
+            "directory; pass --eval-data FILE instead"
+        )
     labels = list(labels)
-    pretrained = load_pretrained(model=model, weights=state_dict)
+    with stage("load", f"reading the state dict {state_dict}"):
+        pretrained = load_pretrained(model=model, weights=state_dict, weights_flag="--state-dict")
+    if pretrained.lora is not None:
+        raise ExportError(
+            f"{state_dict} holds appendix-E LoRA adapters (W_query.lora.A ...); appendix E's "
+            "alpha is not in the file, so they cannot be merged here. Merge them before saving "
+            "(W += alpha * (A @ B).T in each LinearWithLoRA, then save the plain state dict), "
+            "or continue from the file with clf-train --weights FILE --trainable lora "
+            "--lora-rank R --lora-alpha (alpha x R) and export that run"
+        )
     cfg = pretrained.config
     head = pretrained.head
     if head is None:
@@ -513,19 +282,11 @@ def export_state_dict(
             f"{state_dict} holds {what} (out_head with {rows} outputs) but --labels names "
             f"{len(labels)} classes {labels}; pass one label per output of the finetuned head"
         )
-    classifier = build_classifier(pretrained, len(labels), pooling="last")
-    data = read_labelled_file(eval_data) if eval_data is not None else None
     return export_model(
-        classifier,
+        build_classifier(pretrained, len(labels), pooling=LAST_POOLING),
         labels,
         out_dir,
-        max_length=max_length or min(256, cfg.context_length),
-        quantize=quantize,
-        fp16=fp16,
-        opset=opset,
-        eval_data=data,
-        eval_source=None if eval_data is None else str(eval_data),
+        opts,
         source={"kind": "state_dict", "path": str(Path(state_dict).resolve()), "model": model},
         extra={"model": cfg.to_dict(), "pretrained_source": pretrained.source},
-        **options,
     )

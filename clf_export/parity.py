@@ -1,49 +1,47 @@
-"""Run exported graphs with onnxruntime and compare them: against torch, and with each other.
+"""Run exported graphs with onnxruntime and compare them with torch and with each other.
 
-Three jobs, all numpy on the ONNX side:
+On the runtime's own pieces: sessions from :func:`clf_runtime.session.create_session` (the
+runtime's explicit session options), logits from :func:`clf_runtime.session.run_logits`,
+probabilities from :func:`clf_runtime.batching.softmax`.
 
 - :func:`parity_inputs` makes the seeded probe batches (batch 1 x length 1, a mixed-length
   padded batch, batch 2 x ``max_length``, a shape the tracer never saw);
 - :func:`check_parity` compares the fp32 graph with the torch model (eval, fp32, the *full*
   ``forward``, so the graph's last-position shortcut is checked too) and raises
   :class:`~clf_export.errors.ParityError` above the tolerance;
-- :func:`batched_logits` / :func:`evaluate` score a labelled set the way the runtime does
-  (sort by length, pad to the batch maximum, unsort) and compare precisions.
+- :class:`ProbeLogits` keeps the fp32 graph's answers to the probes, the reference that the
+  int8 and fp16 graphs are compared with (:func:`compare_logits`).
 """
 
 from __future__ import annotations
 
-import csv
-import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from clf_runtime.batching import softmax
+from clf_runtime.errors import ModelLoadError
+from clf_runtime.session import CPU, create_session, run_logits
+
 from .errors import ExportError, ParityError
+from .options import PARITY_TOLERANCE
 
 __all__ = [
-    "PARITY_TOLERANCE",
-    "batched_logits",
+    "ProbeLogits",
     "check_parity",
     "compare_logits",
-    "evaluate",
     "make_session",
-    "pad_batch",
     "parity_inputs",
-    "read_labelled_file",
-    "run_logits",
-    "softmax",
+    "torch_logits",
 ]
 
-PARITY_TOLERANCE = 1e-4
-"""Largest |logit difference| allowed between the fp32 graph and the torch model."""
-
-# (batch, sequence, lengths): the first three are the brief's fixed probes; the last one has a
-# batch size and a length that the trace (batch 2, sequence 8) never saw. Every length and the
-# sequence are clipped to max_length; "max" stands for max_length.
-_PROBES: tuple[tuple[int, int | str, tuple[int | str, ...] | None], ...] = (
+# (batch, sequence, lengths): batch 1 x length 1, a mixed-length padded batch and a full-length
+# batch, then one whose batch size and length the trace (batch 2, sequence 8) never saw. Every
+# length and the sequence are clipped to max_length; "max" stands for max_length.
+_PROBES: tuple[tuple[int, int | str, tuple[int | str | None, ...]], ...] = (
     (1, 1, (1,)),
     (3, 17, (17, 3, 9)),
     (2, "max", ("max", None)),  # None: a random length
@@ -52,31 +50,23 @@ _PROBES: tuple[tuple[int, int | str, tuple[int | str, ...] | None], ...] = (
 
 
 def make_session(
-    path: str | Path, *, providers: Sequence[str] = ("CPUExecutionProvider",), threads: int | None
+    path: Path,
+    *,
+    providers: Sequence[str] = (CPU,),
+    threads: int | None,
+    log_severity_level: int | None = None,
 ) -> Any:
-    """An onnxruntime session for ``path`` with explicit providers and thread count.
-
-    ``threads=None`` leaves onnxruntime's default (one thread per physical core).
+    """An onnxruntime session for the exported file at ``path`` (see
+    :func:`clf_runtime.session.create_session`); raises :class:`ExportError` if it cannot load.
     """
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    if threads is not None:
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
     try:
-        return ort.InferenceSession(str(path), options, providers=list(providers))
-    except Exception as e:  # onnxruntime raises its own untyped errors
-        raise ExportError(f"onnxruntime cannot load the exported model {path}: {e}") from e
-
-
-def run_logits(session: Any, input_ids: np.ndarray, lengths: np.ndarray) -> np.ndarray:
-    """Logits (B, C) float32 for right-padded ``input_ids`` (B, T) and ``lengths`` (B,)."""
-    (logits,) = session.run(
-        ["logits"],
-        {"input_ids": input_ids.astype(np.int64), "lengths": lengths.astype(np.int64)},
-    )
-    return np.asarray(logits)
+        return create_session(
+            path, providers=providers, threads=threads, log_severity_level=log_severity_level
+        )
+    except ModelLoadError as e:
+        raise ExportError(
+            f"onnxruntime cannot load the exported model {path.name}: {e.__cause__ or e}"
+        ) from e
 
 
 def parity_inputs(
@@ -93,7 +83,7 @@ def parity_inputs(
     for batch, seq, lens in _PROBES:
         t = max_length if seq == "max" else min(int(seq), max_length)
         lengths = []
-        for length in lens or ():
+        for length in lens:
             if length is None:
                 lengths.append(int(rng.integers(1, t + 1)))
             else:
@@ -114,21 +104,39 @@ def torch_logits(model: Any, input_ids: np.ndarray, lengths: np.ndarray) -> np.n
     return logits.float().cpu().numpy()
 
 
+@dataclass(frozen=True)
+class ProbeLogits:
+    """A graph's logits on the probe batches: the fp32 graph's are the reference of the others."""
+
+    inputs: list[tuple[np.ndarray, np.ndarray]]
+    """The probe batches, ``(input_ids (B, T), lengths (B,))`` (see :func:`parity_inputs`)."""
+    outputs: list[np.ndarray]
+    """The graph's logits (B, C) for each probe batch."""
+
+    @classmethod
+    def run(cls, session: Any, inputs: Sequence[tuple[np.ndarray, np.ndarray]]) -> ProbeLogits:
+        """Run ``session`` on every probe batch."""
+        return cls(list(inputs), [run_logits(session, ids, lengths) for ids, lengths in inputs])
+
+    def compare(self, session: Any) -> dict[str, float] | None:
+        """:func:`compare_logits` of ``session`` against these logits, on the same probes;
+        None when ``session`` answers a non-finite logit."""
+        got = np.concatenate(ProbeLogits.run(session, self.inputs).outputs)
+        if not np.all(np.isfinite(got)):
+            return None
+        return compare_logits(np.concatenate(self.outputs), got)
+
+
 def check_parity(
-    session: Any,
-    model: Any,
-    inputs: Sequence[tuple[np.ndarray, np.ndarray]],
-    *,
-    tolerance: float = PARITY_TOLERANCE,
+    graph: ProbeLogits, model: Any, *, tolerance: float = PARITY_TOLERANCE
 ) -> dict[str, Any]:
-    """Compare the graph with the torch model on every probe; raise :class:`ParityError`.
+    """Compare the graph's probe logits with the torch model's; raise :class:`ParityError`.
 
     Returns the parity table: per shape the max |logit difference|, plus the overall maximum.
     """
     rows = []
-    for ids, lengths in inputs:
+    for (ids, lengths), got in zip(graph.inputs, graph.outputs, strict=True):
         want = torch_logits(model, ids, lengths)
-        got = run_logits(session, ids, lengths)
         if got.shape != want.shape:
             raise ParityError(
                 f"the ONNX graph returned logits of shape {got.shape} for input_ids "
@@ -176,92 +184,3 @@ def compare_logits(ref: np.ndarray, other: np.ndarray) -> dict[str, float]:
         "max_abs_prob_diff": float(np.max(per_text)),
         "argmax_agreement": float(np.mean(other.argmax(-1) == ref.argmax(-1))),
     }
-
-
-def softmax(logits: np.ndarray) -> np.ndarray:
-    """Row-wise softmax in float64 (stable)."""
-    z = logits.astype(np.float64)
-    z = np.exp(z - z.max(axis=-1, keepdims=True))
-    return z / z.sum(axis=-1, keepdims=True)
-
-
-def pad_batch(seqs: Sequence[Sequence[int]], pad_token_id: int) -> tuple[np.ndarray, np.ndarray]:
-    """Right-pad token lists to the longest one: ``(input_ids (B, T), lengths (B,))``."""
-    lengths = np.asarray([len(s) for s in seqs], dtype=np.int64)
-    ids = np.full((len(seqs), int(lengths.max())), pad_token_id, dtype=np.int64)
-    for row, seq in enumerate(seqs):
-        ids[row, : len(seq)] = seq
-    return ids, lengths
-
-
-def batched_logits(
-    session: Any,
-    token_ids: Sequence[Sequence[int]],
-    *,
-    pad_token_id: int,
-    batch_size: int = 32,
-) -> np.ndarray:
-    """Logits (N, C) for every sequence: sorted by length, padded per batch, then unsorted."""
-    order = np.argsort([len(s) for s in token_ids], kind="stable")
-    parts = []
-    for start in range(0, len(order), batch_size):
-        chunk = [token_ids[i] for i in order[start : start + batch_size]]
-        ids, lengths = pad_batch(chunk, pad_token_id)
-        parts.append(run_logits(session, ids, lengths))
-    sorted_logits = np.concatenate(parts, axis=0)
-    logits = np.empty_like(sorted_logits)
-    logits[order] = sorted_logits
-    return logits
-
-
-def evaluate(
-    logits: Mapping[str, np.ndarray], label_ids: np.ndarray, *, reference: str = "fp32"
-) -> dict[str, Any]:
-    """Accuracy per precision, and agreement / |prob diff| (p50, p99, max) of each one vs
-    ``reference``."""
-    out: dict[str, Any] = {
-        "n": len(label_ids),
-        "accuracy": {p: float(np.mean(x.argmax(-1) == label_ids)) for p, x in logits.items()},
-    }
-    for precision, x in logits.items():
-        if precision != reference:
-            cmp = compare_logits(logits[reference], x)
-            out[f"{precision}_vs_{reference}"] = {
-                "argmax_agreement": cmp["argmax_agreement"],
-                "p50_abs_prob_diff": cmp["p50_abs_prob_diff"],
-                "p99_abs_prob_diff": cmp["p99_abs_prob_diff"],
-                "max_abs_prob_diff": cmp["max_abs_prob_diff"],
-                "max_abs_logit_diff": cmp["max_abs_logit_diff"],
-            }
-    return out
-
-
-def read_labelled_file(path: str | Path) -> tuple[list[str], list[str]]:
-    """Read evaluation data: JSONL rows ``{"text": ..., "label": ...}`` or a CSV with a header
-    holding ``text`` and ``label`` columns. Returns (texts, label names)."""
-    path = Path(path)
-    if not path.is_file():
-        raise ExportError(f"evaluation data {path} does not exist; pass a .jsonl or .csv file")
-    texts: list[str] = []
-    labels: list[str] = []
-    try:
-        with path.open(encoding="utf-8", newline="") as fh:
-            if path.suffix.lower() == ".csv":
-                reader = csv.DictReader(fh)
-                if not {"text", "label"} <= set(reader.fieldnames or ()):
-                    raise ExportError(
-                        f"{path} has columns {reader.fieldnames}; expected a header with "
-                        "'text' and 'label'"
-                    )
-                rows: Any = reader
-            else:
-                rows = (json.loads(line) for line in fh if line.strip())
-            for row in rows:
-                texts.append(str(row["text"]))
-                labels.append(str(row["label"]))
-    except (json.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError, csv.Error) as e:
-        raise ExportError(
-            f"{path} row {len(texts) + 1} is not a text/label row: {e!r}; expected JSONL "
-            '{"text": ..., "label": ...} or a CSV with text,label columns'
-        ) from e
-    return texts, labels

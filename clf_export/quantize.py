@@ -1,41 +1,41 @@
 """int8 quantization of an exported fp32 graph, for onnxruntime on CPU.
 
-Before anything, :func:`fold_weight_transforms` turns weight-only Split / Slice / Transpose
-nodes into plain initializers (applied to the fp32 graph too), since the quantizer only
-touches MatMuls whose weight is an initializer. Then
-:func:`clf_export.rowwise_int8.quantize_rowwise_int8` rewrites every MatMul with a constant
-weight as a u8 x s8 integer GEMM with one weight scale per output channel, and stores the
-embedding tables as int8 with one scale per row. Every activation scale is one that no batch
-mate can move: computed per row (token) at run time, or fixed at export from calibration
-texts (:mod:`clf_export.static_int8`), so a text's int8 logits do not depend on its batch
-mates or its padding, which onnxruntime's ``quantize_dynamic`` (one scale per tensor) breaks.
-:func:`quantize_int8` picks the scheme (fastest whose held-out quality is no worse than
+The fp32 graph's weight-only Split / Slice / Transpose nodes are already folded into plain
+weights (:func:`clf_export.fusions.fold_weight_transforms`), so every weight MatMul reads an
+initializer. :func:`clf_export.rowwise_int8.quantize_rowwise_int8` rewrites each one as a
+u8 x s8 integer GEMM with one weight scale per output channel, and stores the embedding
+tables as int8 with one scale per row. Every activation scale is one that no batch mate can
+move: computed per row (token) at run time, or fixed at export from calibration texts
+(:mod:`clf_export.static_int8`), so a text's int8 logits do not depend on its batch mates or
+its padding, which onnxruntime's ``quantize_dynamic`` (one scale per tensor) breaks.
+:func:`quantize_int8` picks the scheme (the fastest whose held-out quality is no worse than
 per-row's). The classification head stays fp32: it is tiny, and it is where rounding would
-flip a decision.
+flip a decision. :func:`export_int8` stages ``model.int8.onnx`` and compares it with the fp32
+graph on the parity probes.
 """
 
 from __future__ import annotations
 
-import math
+import functools
 import platform
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from clf_runtime.contract import LOGITS
+from clf_runtime.tokenizer import END_OF_TEXT_ID
+
 from .errors import ExportError
+from .options import INT8, INT8_FORMATS, ExportOptions
+from .parity import make_session
 
-__all__ = [
-    "INT8_FORMATS",
-    "cpu_has_vnni",
-    "fold_weight_transforms",
-    "quantize_int8",
-    "resolve_int8_format",
-]
+if TYPE_CHECKING:
+    from .fp32 import Fp32Export
+    from .staging import StagedModels
 
-INT8_FORMATS = ("auto", "u8s8", "u8s8-reduce-range")
-"""``--int8-format`` choices: uint8 activations (zero point 128) x int8 weights, 8 or 7 bits."""
+__all__ = ["cpu_has_vnni", "export_int8", "quantize_int8", "resolve_int8_format"]
 
 _WHY = {
     "u8s8": (
@@ -83,62 +83,10 @@ def resolve_int8_format(int8_format: str, *, vnni: bool | None = None) -> tuple[
     return "u8s8-reduce-range", _WHY["u8s8-reduce-range"] + " (auto: this x86 CPU has no VNNI)"
 
 
-def fold_weight_transforms(model: Any) -> int:
-    """Replace Split / Slice / Transpose nodes whose inputs are all initializers by their results.
-
-    The exporter can leave weight-only transforms (a transposed or split weight) as nodes that
-    run on every call; folded, they become plain weights that the int8 quantizer sees (it only
-    quantizes MatMuls whose weight is an initializer). Works in memory at any size.
-    """
-    from onnx import helper, numpy_helper
-
-    from .fusions import drop_unused_initializers
-
-    graph = model.graph
-    inits = {t.name: t for t in graph.initializer}
-    folded = 0
-    for node in list(graph.node):
-        if node.op_type not in ("Split", "Transpose", "Slice"):
-            continue
-        names = [i for i in node.input if i]
-        if not names or not all(i in inits for i in names):
-            continue
-        x = numpy_helper.to_array(inits[node.input[0]])
-        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
-        if node.op_type == "Transpose":
-            outs = [np.transpose(x, attrs.get("perm"))]
-        elif node.op_type == "Slice":  # opset >= 10: starts, ends[, axes[, steps]] as inputs
-            starts, ends, *rest = (numpy_helper.to_array(inits[i]) for i in node.input[1:] if i)
-            axes = rest[0] if rest else range(len(starts))
-            steps = rest[1] if len(rest) > 1 else [1] * len(starts)
-            index = [slice(None)] * x.ndim
-            for a, b, e, st in zip(axes, starts, ends, steps, strict=True):
-                index[int(a)] = slice(int(b), int(e), int(st))
-            outs = [x[tuple(index)]]
-        else:
-            axis = int(attrs.get("axis", 0))
-            if len(node.input) > 1 and node.input[1]:
-                sizes = [int(s) for s in numpy_helper.to_array(inits[node.input[1]])]
-            else:  # opset 18 equal split: ceil-sized chunks, the last one smaller
-                n = int(attrs.get("num_outputs", len(node.output)))
-                chunk = math.ceil(x.shape[axis] / n)
-                sizes = [chunk] * (n - 1) + [x.shape[axis] - chunk * (n - 1)]
-            outs = np.split(x, np.cumsum(sizes)[:-1], axis=axis)
-        graph.node.remove(node)
-        for name, arr in zip(node.output, outs, strict=True):
-            if name:
-                tensor = numpy_helper.from_array(np.ascontiguousarray(arr), name)
-                graph.initializer.append(tensor)
-                inits[name] = tensor
-        folded += 1
-    drop_unused_initializers(model)
-    return folded
-
-
 def _head_nodes(graph: Any) -> list[str]:
     """Names of the nodes that compute ``logits`` from the pooled (B, C) state (the head)."""
     producers = {o: n for n in graph.node for o in n.output}
-    node = producers.get("logits")
+    node = producers.get(LOGITS)
     names = []
     # Walk back over Add/Gemm/MatMul/Identity: the head is Gemm, or MatMul + Add.
     while node is not None and node.op_type in ("Gemm", "MatMul", "Add", "Identity"):
@@ -173,7 +121,7 @@ def quantize_int8(
     scheme: str = "auto",
     calibration_ids: Sequence[Sequence[int]] | None = None,
     eval_ids: Sequence[Sequence[int]] | None = None,
-    pad_token_id: int = 50256,
+    pad_token_id: int = END_OF_TEXT_ID,
     threads: int | None = None,
 ) -> tuple[Any, dict[str, Any]]:
     """Quantize the fp32 graph at ``fp32_path``; return the int8 ``ModelProto`` and its settings.
@@ -187,7 +135,9 @@ def quantize_int8(
     """
     import onnx
 
-    from .parity import batched_logits
+    from clf_runtime.batching import batched_logits
+    from clf_runtime.session import run_logits
+
     from .rowwise_int8 import quantize_rowwise_int8, weight_matmuls
     from .static_int8 import (
         CALIBRATION_TEXTS,
@@ -271,8 +221,8 @@ def quantize_int8(
             assert eval_ids is not None  # candidates > 1 only with held-out texts
 
             def held_out(graph: Any) -> np.ndarray:
-                session = cpu_session(graph, threads=threads)
-                return batched_logits(session, eval_ids, pad_token_id=pad_token_id)
+                run = functools.partial(run_logits, cpu_session(graph, threads=threads))
+                return batched_logits(run, eval_ids, pad_id=pad_token_id)
 
             ref = held_out(fp32_path)
             model, stats = build("rowwise")  # before smoothing: the graph as exported
@@ -348,3 +298,37 @@ def _choice_why(chosen: str, quality: dict[str, dict[str, float]], n: int) -> st
     if rejected:
         text += "; rejected: " + "; ".join(show(r) for r in rejected)
     return text
+
+
+def export_int8(
+    staged: StagedModels,
+    fp32: Fp32Export,
+    options: ExportOptions,
+    *,
+    calibration_ids: Sequence[Sequence[int]] | None = None,
+    eval_ids: Sequence[Sequence[int]] | None = None,
+) -> tuple[dict[str, Any], Any]:
+    """Quantize the checked fp32 graph with ``options.int8_scheme`` (see :func:`quantize_int8`:
+    ``calibration_ids`` are training texts for the static scales, ``eval_ids`` the held-out
+    texts that judge them), stage ``model.int8.onnx``, compare it with fp32 on the probes;
+    return its report entry and a CPU session on it.
+
+    Raises :class:`ExportError` when the int8 graph answers a non-finite logit.
+    """
+    proto, info = quantize_int8(
+        fp32.path,
+        int8_format=options.int8_format,
+        quantize_embeddings=options.quantize_embeddings,
+        scheme=options.int8_scheme,
+        calibration_ids=calibration_ids,
+        eval_ids=eval_ids,
+        threads=options.threads,
+    )
+    path = staged.write(proto, INT8)
+    del proto
+    session = make_session(path, threads=options.threads)
+    vs_fp32 = fp32.probes.compare(session)
+    if vs_fp32 is None:
+        raise ExportError("the int8 graph produced non-finite logits on the probes")
+    info["vs_fp32_on_probes"] = vs_fp32
+    return info, session

@@ -1,19 +1,14 @@
-"""The export report (what was written, how it was checked, with which tools) and the
-output directory it lands in (staged beside it, moved into place, report last).
+"""The export report: what was written, how it was checked, with which tools.
 
-``report.json`` is the last file an export writes (atomically): its presence says every model
-beside it passed the parity check. :class:`ExportReport` is also what the Python API returns.
+``report.json`` is the last file an export writes (atomically, see
+:func:`clf_export.staging.commit_export`): its presence says every model beside it passed its
+checks. :class:`ExportReport` is also what the Python API returns.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import os
 import platform
-import shutil
-import tempfile
-from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -21,20 +16,8 @@ from typing import Any
 
 from clf_runtime.atomic import atomic_write_json
 
-from .errors import ExportError
+__all__ = ["ExportReport", "ModelFile", "describe_file", "tool_versions"]
 
-__all__ = [
-    "REPORT_FILE",
-    "ExportReport",
-    "ModelFile",
-    "commit_export",
-    "describe_file",
-    "is_export_file",
-    "staging_dir",
-    "tool_versions",
-]
-
-REPORT_FILE = "report.json"
 REPORT_FORMAT = "gpt-clf-export-report"
 
 
@@ -76,6 +59,9 @@ class ExportReport:
     models: list[ModelFile]
     parity: dict[str, Any]
     """fp32 graph vs torch: tolerance and max |logit diff| per probe shape."""
+    lora: dict[str, Any] | None = None
+    """A LoRA model's merge: merged vs unmerged torch logits per probe shape, the adapted
+    layers (:func:`clf_export.merge.merge_for_export`); None for a model without adapters."""
     int8: dict[str, Any] | None = None
     """int8 format and why, quantized ops, embedding scheme, comparison with fp32."""
     fp16: dict[str, Any] | None = None
@@ -86,10 +72,6 @@ class ExportReport:
     created: str = field(
         default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds")
     )
-
-    def model(self, precision: str) -> ModelFile | None:
-        """The model file of ``precision``, if it was exported."""
-        return next((m for m in self.models if m.precision == precision), None)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (the content of ``report.json``)."""
@@ -139,62 +121,3 @@ def tool_versions() -> dict[str, str]:
         "onnxruntime": onnxruntime.__version__,
         "python": platform.python_version(),
     }
-
-
-# ---------------------------------------------------------------------------------------------
-# Output directory: stage next to it, move into place at the end
-
-
-def is_export_file(name: str) -> bool:
-    """Whether ``name`` is a file an export writes (models, their data, the report)."""
-    return name == REPORT_FILE or (name.startswith("model") and ".onnx" in name)
-
-
-@contextlib.contextmanager
-def staging_dir(out_dir: Path, *, overwrite: bool) -> Iterator[Path]:
-    """Yield a temporary directory beside ``out_dir`` (same filesystem: moves are renames).
-
-    Refuses up front an ``out_dir`` that is a file, is not writable, or already holds an
-    export (unless ``overwrite``). The temporary directory is always removed at exit.
-    """
-    if out_dir.exists():
-        if not out_dir.is_dir():
-            raise ExportError(f"--out {out_dir} exists and is not a directory; pick another --out")
-        existing = sorted(p.name for p in out_dir.iterdir() if is_export_file(p.name))
-        if existing and not overwrite:
-            raise ExportError(
-                f"--out {out_dir} already holds an export ({', '.join(existing)}); pass "
-                "--overwrite (overwrite=True) to replace it, or choose another --out"
-            )
-        if not os.access(out_dir, os.W_OK | os.X_OK):
-            raise ExportError(f"--out {out_dir} is not writable; choose a writable directory")
-    try:
-        out_dir.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.export-", dir=out_dir.parent))
-    except OSError as e:
-        raise ExportError(
-            f"cannot write the export to {out_dir}: {e}. Choose a writable --out directory."
-        ) from e
-    try:
-        yield tmp
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
-def commit_export(tmp: Path, out_dir: Path, names: Sequence[str], report: ExportReport) -> None:
-    """Move the checked files ``names`` from ``tmp`` into ``out_dir``; write the report last.
-
-    Export files of an older export that this one does not replace are removed.
-    """
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        # The old report goes first: a directory without report.json is visibly incomplete.
-        (out_dir / REPORT_FILE).unlink(missing_ok=True)
-        for old in out_dir.iterdir():
-            if is_export_file(old.name) and old.name not in names:
-                old.unlink()
-        for name in sorted(names, key=lambda n: not n.endswith(".data")):  # data before graphs
-            os.replace(tmp / name, out_dir / name)
-        report.write(out_dir / REPORT_FILE)
-    except OSError as e:
-        raise ExportError(f"cannot move the export into {out_dir}: {e}") from e

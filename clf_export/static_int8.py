@@ -31,7 +31,6 @@ alone (batch 1), so padding never enters the ranges.
 
 from __future__ import annotations
 
-import os
 import tempfile
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -43,6 +42,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from .fusions import drop_unused_initializers
+from .options import CALIBRATION_TEXTS, INT8_SCHEMES
 from .rowwise_int8 import weight_matmuls
 
 __all__ = [
@@ -57,10 +57,6 @@ __all__ = [
     "static_params",
 ]
 
-INT8_SCHEMES = ("static", "static-ln", "rowwise")
-"""int8 activation schemes, fastest first (fewest nodes per call)."""
-CALIBRATION_TEXTS = 256
-"""Training texts read to calibrate static scales (the first N of the run's train split)."""
 SMOOTH_ALPHA = 0.5
 """SmoothQuant migration strength: 0 leaves the activations alone, 1 moves all range into W."""
 _PASS_THROUGH = ("Gather", "GatherElements", "Slice", "Reshape", "Squeeze", "Unsqueeze", "Identity")
@@ -144,14 +140,15 @@ def calibrate(
 
 
 def cpu_session(model: onnx.ModelProto | str | Path, *, threads: int | None = None) -> Any:
-    """An onnxruntime CPU session on an in-memory graph or a file. A graph too large to
-    serialize in one piece goes through a temporary file with external data."""
+    """An onnxruntime CPU session (:func:`clf_runtime.session.session_options`) on an in-memory
+    graph or a file. A graph too large to serialize in one piece goes through a temporary file
+    with external data."""
     import onnxruntime as ort
 
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads or os.cpu_count() or 1
-    options.inter_op_num_threads = 1
-    options.log_severity_level = 3  # this session only: extra outputs are intentional
+    from clf_runtime.session import QUIET, session_options
+
+    options = session_options(threads)
+    options.log_severity_level = QUIET  # this session only: extra outputs are intentional
     providers = ["CPUExecutionProvider"]
     if isinstance(model, (str, Path)):
         return ort.InferenceSession(str(model), options, providers=providers)

@@ -1,8 +1,9 @@
-"""Input validation, tokenization and length-bucketed batching (numpy only, no onnxruntime).
+"""Input validation and length-bucketed batching (numpy only, no onnxruntime).
 
-Pipeline of one chunk of texts: validate -> tokenize (head kept) -> sort by length (stable) ->
-cut batches under both a row limit and a token budget (rows x padded length) -> right-pad with
-the pad id -> run -> write each row's result back at its original index (unsort).
+Pipeline of one chunk of texts: validate -> tokenize (head kept, by
+:func:`clf_runtime.tokenizer.encode_batch`) -> sort by length (stable) -> cut batches under
+both a row limit and a token budget (rows x padded length) -> right-pad with the pad id -> run
+-> write each row's result back at its original index (unsort).
 
 Input is consumed in chunks (:data:`CHUNK_SIZE` texts) so that a generator of 100k texts never
 holds all token lists at once.
@@ -11,24 +12,24 @@ holds all token lists at once.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
+from .batch_plan import plan_min_cost
 from .errors import InvalidInputError
-from .tokenizer import encode_batch
 
 __all__ = [
     "CALL_COST_TOKENS",
     "CHUNK_SIZE",
     "Batch",
+    "batched_logits",
     "check_batch_limits",
     "iter_text_chunks",
     "pad_batch",
     "plan_batches",
     "softmax",
-    "tokenize",
 ]
 
 CHUNK_SIZE = 4096
@@ -90,15 +91,6 @@ def iter_text_chunks(texts: Iterable[str], chunk_size: int = CHUNK_SIZE) -> Iter
         start += len(chunk)
 
 
-def tokenize(texts: list[str], max_length: int) -> list[list[int]]:
-    """Token ids of each text, at most ``max_length`` (head kept); ``""`` -> ``[50256]``.
-
-    Texts are cut to ``max_length * CHARS_PER_TOKEN_BOUND`` characters first (see
-    :mod:`clf_runtime.tokenizer`); NUL bytes and ``<|endoftext|>`` are ordinary text.
-    """
-    return encode_batch(texts, max_length=max_length)
-
-
 @dataclass(frozen=True)
 class Batch:
     """One padded batch: original row indices and the arrays to feed the model."""
@@ -128,35 +120,19 @@ def plan_batches(
     batch. Sorting is stable, so equal lengths keep their input order. Among the ways to cut
     the sorted rows into such batches, the one with the fewest padded tokens plus
     :data:`CALL_COST_TOKENS` per batch is taken (a batch is not filled to ``batch_size`` when
-    its longest row would pad the others more than another call costs).
+    its longest row would pad the others more than another call costs; see
+    :func:`clf_runtime.batch_plan.plan_min_cost`).
     """
     check_batch_limits(batch_size, max_batch_tokens)
-    order = np.argsort(lengths, kind="stable")
-    n = len(order)
-    if n <= 1:
-        return [order] if n else []
-    # Cut the sorted rows into consecutive batches that minimise the padded tokens plus a
-    # fixed cost per model call (dynamic programming over the cut points): filling every
-    # batch to `batch_size` pads its short rows up to its longest one.
-    sorted_lengths = np.maximum(np.asarray(lengths, dtype=np.int64)[order], 1)
-    cost = np.zeros(n + 1)  # cost[j]: best cost of rows 0..j-1
-    take = np.zeros(n + 1, dtype=np.int64)  # rows in the last batch of that best plan
-    for j in range(1, n + 1):
-        width = int(sorted_lengths[j - 1])  # the longest row of any batch ending at row j-1
-        k_max = min(batch_size, j, max(1, max_batch_tokens // width))
-        rows = np.arange(1, k_max + 1)
-        total = cost[j - rows] + rows * width + CALL_COST_TOKENS
-        best = int(np.argmin(total))
-        cost[j], take[j] = total[best], rows[best]
-    batches: list[np.ndarray] = []
-    stop = n
-    while stop > 0:
-        batches.append(order[stop - take[stop] : stop])
-        stop -= int(take[stop])
-    return batches[::-1]
+    return plan_min_cost(
+        lengths,
+        max_rows=batch_size,
+        max_tokens=max_batch_tokens,
+        overhead_tokens=CALL_COST_TOKENS,
+    )
 
 
-def pad_batch(tokens: list[list[int]], index: np.ndarray, pad_id: int) -> Batch:
+def pad_batch(tokens: Sequence[Sequence[int]], index: np.ndarray, pad_id: int) -> Batch:
     """Right-pad the token lists at ``index`` with ``pad_id`` into one (B, T) int64 array."""
     lengths = np.fromiter((len(tokens[i]) for i in index), dtype=np.int64, count=len(index))
     width = int(lengths.max())
@@ -165,6 +141,36 @@ def pad_batch(tokens: list[list[int]], index: np.ndarray, pad_id: int) -> Batch:
         seq = tokens[i]
         ids[row, : len(seq)] = seq
     return Batch(index=np.asarray(index, dtype=np.int64), input_ids=ids, lengths=lengths)
+
+
+def batched_logits(
+    run: Callable[[np.ndarray, np.ndarray], np.ndarray],
+    tokens: Sequence[Sequence[int]],
+    *,
+    pad_id: int,
+    batch_size: int = 32,
+    max_batch_tokens: int = 8192,
+) -> np.ndarray:
+    """Logits of every token list, in input order: (N, C) float32.
+
+    The pipeline of :mod:`clf_runtime.batching` around one model call: rows sorted by length
+    and cut under both limits (:func:`plan_batches`), each batch right-padded with ``pad_id``
+    (:func:`pad_batch`) and given to ``run(input_ids (B, T), lengths (B,)) -> (B, C)``, every
+    result written back at its row's input position. ``run`` is e.g.
+    ``functools.partial(clf_runtime.session.run_logits, sess)`` or a
+    :meth:`Classifier.run_logits <clf_runtime.Classifier.run_logits>`. Logits
+    are returned as ``run`` gave them (non-finite values included: checking is the caller's
+    job). No tokens give a (0, 0) array.
+    """
+    lengths = np.fromiter((len(t) for t in tokens), dtype=np.int64, count=len(tokens))
+    out: np.ndarray | None = None
+    for index in plan_batches(lengths, batch_size=batch_size, max_batch_tokens=max_batch_tokens):
+        batch = pad_batch(tokens, index, pad_id)
+        logits = np.asarray(run(batch.input_ids, batch.lengths), dtype=np.float32)  # (B, C)
+        if out is None:  # the number of labels is known from the first batch on
+            out = np.empty((len(tokens), logits.shape[1]), dtype=np.float32)
+        out[batch.index] = logits  # unsort
+    return np.zeros((0, 0), dtype=np.float32) if out is None else out
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:

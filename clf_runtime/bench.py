@@ -26,10 +26,10 @@ import numpy as np
 
 from ._version import __version__
 from .classifier import Classifier
-from .contract import MODEL_FILES
+from .contract import MODEL_FILES, PRECISIONS
 from .errors import ClassifierError
 
-__all__ = ["BenchConfig", "environment", "format_table", "plot_rows", "run_bench"]
+__all__ = ["BenchConfig", "environment", "format_table", "plot_rows", "plot_series", "run_bench"]
 
 
 @dataclass(frozen=True)
@@ -115,6 +115,11 @@ def _targets(config: BenchConfig) -> list[tuple[str, str | None]]:
     path = Path(config.model)
     if path.is_dir():
         found = [p for p, f in MODEL_FILES.items() if (path / f).is_file()]
+        if not found:
+            raise ClassifierError(
+                f"directory {str(path)!r} holds no model file (expected one of "
+                f"{sorted(MODEL_FILES.values())}); export one with `clf-export RUN_DIR --out DIR`"
+            )
         wanted = list(config.precisions) if config.precisions else found
         missing = [p for p in wanted if p not in found]
         if missing:
@@ -164,10 +169,10 @@ def _fixed_rows(
 
 
 def _text_rows(clf: Classifier, config: BenchConfig, base: dict[str, Any]) -> list[dict[str, Any]]:
-    from .batching import tokenize
+    from .tokenizer import encode_batch
 
     texts = list(config.texts or ())
-    tokens = sum(len(t) for t in tokenize(texts, clf.metadata.max_length))
+    tokens = sum(len(t) for t in encode_batch(texts, max_length=clf.metadata.max_length))
     rows = []
     for batch in config.batch_sizes:
         ms = _time_calls(
@@ -221,6 +226,12 @@ def run_bench(config: BenchConfig) -> dict[str, Any]:
             rows.extend(_fixed_rows(clf, config, base, skipped))
         else:
             rows.extend(_text_rows(clf, config, base))
+    if not rows:
+        longest = min(s["seq_len"] for s in skipped) if skipped else None
+        raise ClassifierError(
+            f"nothing was measured: every --seq-lens value ({longest} and up) is above the "
+            "model's max_length. Pass --seq-lens with smaller values."
+        )
     return {"environment": env, "rows": rows, "skipped": skipped}
 
 
@@ -242,6 +253,24 @@ def format_table(rows: Sequence[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def plot_series(rows: Sequence[dict[str, Any]]) -> list[tuple[str, list[tuple[int, float]]]]:
+    """The lines of the plot in legend order: ``(label, [(batch, p50 ms), ...])``.
+
+    One line per provider / precision / sequence length; ordered by provider, then precision
+    as in ``PRECISIONS``, then sequence length as a number (16 before 128), text mode first.
+    """
+    groups: dict[tuple[str, int, int], list[tuple[int, float]]] = {}
+    names: dict[tuple[str, int, int], str] = {}
+    for r in rows:
+        seq = "texts" if r["seq_len"] is None else f"T={r['seq_len']}"
+        provider = r["provider"].replace("ExecutionProvider", "")
+        rank = PRECISIONS.index(r["precision"]) if r["precision"] in PRECISIONS else len(PRECISIONS)
+        key = (provider, rank, -1 if r["seq_len"] is None else int(r["seq_len"]))
+        names[key] = f"{provider} {r['precision']} {seq}"
+        groups.setdefault(key, []).append((r["batch"], r["p50_ms"]))
+    return [(names[key], sorted(points)) for key, points in sorted(groups.items())]
+
+
 def plot_rows(rows: Sequence[dict[str, Any]], path: str | os.PathLike[str]) -> None:
     """Save a PNG: p50 latency vs batch size, one line per provider/precision/seq_len."""
     try:
@@ -255,16 +284,10 @@ def plot_rows(rows: Sequence[dict[str, Any]], path: str | os.PathLike[str]) -> N
         ) from e
     from .atomic import atomic_path
 
-    groups: dict[str, list[tuple[int, float]]] = {}
-    for r in rows:
-        seq = "texts" if r["seq_len"] is None else f"T={r['seq_len']}"
-        key = f"{r['provider'].replace('ExecutionProvider', '')} {r['precision']} {seq}"
-        groups.setdefault(key, []).append((r["batch"], r["p50_ms"]))
     fig, ax = plt.subplots(figsize=(7, 4.5))
     try:
-        for key, points in sorted(groups.items()):
-            points.sort()
-            ax.plot([b for b, _ in points], [ms for _, ms in points], marker="o", label=key)
+        for label, points in plot_series(rows):
+            ax.plot([b for b, _ in points], [ms for _, ms in points], marker="o", label=label)
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
         ax.set_xlabel("batch size")

@@ -1,8 +1,8 @@
 """The embeddable classifier: ``Classifier.load(path).predict(texts)``.
 
-Torch-free: onnxruntime runs the exported graph, :mod:`clf_runtime.batching` tokenizes and
-batches. One :class:`Classifier` may be shared by many threads: ``InferenceSession.run`` is
-thread-safe and every call keeps its state in local variables.
+Torch-free: onnxruntime runs the exported graph, :mod:`clf_runtime.tokenizer` tokenizes and
+:mod:`clf_runtime.batching` batches. One :class:`Classifier` may be shared by many threads:
+``InferenceSession.run`` is thread-safe and every call keeps its state in local variables.
 
 A call that makes one batch runs it on the session with ``threads`` intra-op threads (one
 text: lowest latency). A call that makes several batches on CPU runs them side by side
@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Iterable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,12 +33,12 @@ from .batching import (
     pad_batch,
     plan_batches,
     softmax,
-    tokenize,
 )
 from .contract import INPUT_IDS, LENGTHS, LOGITS
 from .errors import ClassifierError
 from .metadata import ModelMetadata
 from .session import CUDA, open_session, single_thread_session
+from .tokenizer import encode_batch
 
 __all__ = ["Classifier", "Prediction", "run_with_io_binding"]
 
@@ -86,9 +86,15 @@ class Classifier:
     """
 
     def __init__(
-        self, session: ort.InferenceSession, metadata: ModelMetadata, model_path: Path
+        self,
+        session: ort.InferenceSession,
+        metadata: ModelMetadata,
+        model_path: Path,
+        *,
+        spin: bool = True,
     ) -> None:
         self._session = session
+        self._spin = spin
         self._metadata = metadata
         self._model_path = model_path
         self._provider = session.get_providers()[0]
@@ -108,6 +114,7 @@ class Classifier:
         providers: str | Sequence[str] = "auto",
         threads: int | None = None,
         precision: str | None = None,
+        spin: bool = True,
     ) -> Classifier:
         """Load an exported model: a ``.onnx`` file or an export directory.
 
@@ -115,12 +122,14 @@ class Classifier:
         or a list of onnxruntime provider names, honoured as given. From a directory the file
         is ``model.fp16.onnx`` on CUDA, ``model.int8.onnx`` on CPU, else ``model.onnx``;
         ``precision`` (``"fp32"``, ``"int8"``, ``"fp16"``) overrides that. ``threads``: intra-op
-        threads (default: every CPU). Raises :class:`~clf_runtime.errors.ModelLoadError`.
+        threads (default: every CPU). ``spin=False``: intra-op threads sleep instead of
+        busy-waiting between runs (see :func:`~clf_runtime.session.session_options`; servers
+        use it). Raises :class:`~clf_runtime.errors.ModelLoadError`.
         """
         session, metadata, file = open_session(
-            path, providers=providers, threads=threads, precision=precision
+            path, providers=providers, threads=threads, precision=precision, spin=spin
         )
-        return cls(session, metadata, file)
+        return cls(session, metadata, file, spin=spin)
 
     @property
     def labels(self) -> tuple[str, ...]:
@@ -167,12 +176,18 @@ class Classifier:
             if self._workers is None:
                 self._workers = (
                     ThreadPoolExecutor(self._threads, thread_name_prefix="clf-batch"),
-                    single_thread_session(self._model_path),
+                    single_thread_session(self._model_path, spin=self._spin),
                 )
             return self._workers
 
-    def _proba_chunk(self, texts: list[str], batch_size: int, max_batch_tokens: int) -> np.ndarray:
-        tokens = tokenize(texts, self._metadata.max_length)
+    def _proba_chunk(
+        self,
+        texts: list[str],
+        batch_size: int,
+        max_batch_tokens: int,
+        on_batch: Callable[[int], None] | None = None,
+    ) -> np.ndarray:
+        tokens = encode_batch(texts, max_length=self._metadata.max_length)
         lengths = np.fromiter((len(t) for t in tokens), dtype=np.int64, count=len(tokens))
         out = np.empty((len(texts), len(self.labels)), dtype=np.float32)
         plan = plan_batches(lengths, batch_size=batch_size, max_batch_tokens=max_batch_tokens)
@@ -196,14 +211,20 @@ class Classifier:
                 store(batch, session.run([LOGITS], feeds)[0])
 
             # Longest batches first (the plan is in ascending length), so the last to end is
-            # short; every worker's exception is re-raised here.
+            # short; every worker's exception is re-raised here, and progress is reported from
+            # this thread.
             order = sorted(plan, key=lambda i: len(i) * int(lengths[i].max()), reverse=True)
-            for future in [pool.submit(run, index) for index in order]:
+            futures = {pool.submit(run, index): len(index) for index in order}
+            for future in as_completed(futures):
                 future.result()
+                if on_batch is not None:
+                    on_batch(futures[future])
             return out
         for index in plan:
             batch = pad_batch(tokens, index, pad)
             store(batch, self.run_logits(batch.input_ids, batch.lengths))
+            if on_batch is not None:
+                on_batch(len(index))
         return out
 
     def iter_proba(
@@ -213,14 +234,16 @@ class Classifier:
         batch_size: int = 32,
         max_batch_tokens: int = 8192,
         chunk_size: int = CHUNK_SIZE,
+        on_batch: Callable[[int], None] | None = None,
     ) -> Iterator[np.ndarray]:
         """Yield probabilities chunk by chunk: (n_chunk, num_labels) float32 arrays in order.
 
-        Memory stays bounded by ``chunk_size`` texts however long ``texts`` is.
+        Memory stays bounded by ``chunk_size`` texts however long ``texts`` is. ``on_batch``,
+        when given, is called with the number of texts after every model call (progress bars).
         """
         check_batch_limits(batch_size, max_batch_tokens)  # fail before consuming `texts`
         for chunk in iter_text_chunks(texts, chunk_size):
-            yield self._proba_chunk(chunk, batch_size, max_batch_tokens)
+            yield self._proba_chunk(chunk, batch_size, max_batch_tokens, on_batch)
 
     def predict_proba(
         self,

@@ -17,10 +17,13 @@ __all__ = [
     "EXPORT_REPORT_FILE",
     "FORMAT_NAME",
     "FORMAT_VERSION",
+    "FP16",
+    "FP32",
     "HISTORY_FILE",
     "INPUT_IDS",
     "INPUT_NAMES",
     "INPUT_TYPES",
+    "INT8",
     "LENGTHS",
     "LOGITS",
     "LOGITS_TYPE",
@@ -39,11 +42,17 @@ __all__ = [
     "METRICS_FILE",
     "MODEL_FILES",
     "POOLINGS",
+    "POOL_LAST",
+    "POOL_MEAN",
     "PRECISIONS",
+    "RUN_ADAPTER_FILE",
     "RUN_CONFIG_FILE",
     "RUN_WEIGHTS_FILE",
     "SPLITS",
     "SPLIT_DIR",
+    "TEST",
+    "TRAIN",
+    "VAL",
     "split_file",
 ]
 
@@ -60,15 +69,24 @@ INPUT_TYPES: Final = {INPUT_IDS: "tensor(int64)", LENGTHS: "tensor(int64)"}
 LOGITS_TYPE: Final = "tensor(float)"
 
 # ----------------------------------------------------------------------------- vocabularies
-POOLINGS: Final = ("last", "mean")
-"""``last``: hidden state of the last real token; ``mean``: mean over the real tokens."""
-PRECISIONS: Final = ("fp32", "int8", "fp16")
+POOL_LAST: Final = "last"
+"""Pool the hidden state of the last real token (the default)."""
+POOL_MEAN: Final = "mean"
+"""Pool the mean of the real tokens' hidden states."""
+POOLINGS: Final = (POOL_LAST, POOL_MEAN)
+FP32: Final = "fp32"
+INT8: Final = "int8"
+FP16: Final = "fp16"
+PRECISIONS: Final = (FP32, INT8, FP16)
 """Model precisions an export directory can hold."""
-SPLITS: Final = ("train", "val", "test")
+TRAIN: Final = "train"
+VAL: Final = "val"
+TEST: Final = "test"
+SPLITS: Final = (TRAIN, VAL, TEST)
 """Data splits of a training run, in this order everywhere (files, metrics, reports)."""
 
 # ----------------------------------------------------------------------------- export directory
-MODEL_FILES: Final = {"fp32": "model.onnx", "int8": "model.int8.onnx", "fp16": "model.fp16.onnx"}
+MODEL_FILES: Final = {FP32: "model.onnx", INT8: "model.int8.onnx", FP16: "model.fp16.onnx"}
 """File name of each precision inside an export directory."""
 EXPORT_REPORT_FILE: Final = "report.json"
 """Written last by ``clf-export``: its presence says every model beside it passed its checks."""
@@ -76,6 +94,9 @@ EXPORT_REPORT_FILE: Final = "report.json"
 # ----------------------------------------------------------------------------- run directory
 RUN_CONFIG_FILE: Final = "config.json"
 RUN_WEIGHTS_FILE: Final = "model.safetensors"
+"""The classifier's weights; of a ``--trainable lora`` run, the base the adapter belongs to."""
+RUN_ADAPTER_FILE: Final = "adapter.safetensors"
+"""A ``--trainable lora`` run's adapters (clf-export merges them into the base)."""
 METRICS_FILE: Final = "metrics.json"
 HISTORY_FILE: Final = "history.json"
 DATA_REPORT_FILE: Final = "data_report.json"

@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-__all__ = ["ClassifierError", "InvalidInputError", "MetadataError", "ModelLoadError"]
+__all__ = [
+    "BatcherClosedError",
+    "ClassifierError",
+    "InvalidInputError",
+    "MetadataError",
+    "ModelLoadError",
+    "QueueFullError",
+]
 
 
 class ClassifierError(Exception):
@@ -19,3 +26,16 @@ class MetadataError(ModelLoadError):
 
 class InvalidInputError(ClassifierError, TypeError):
     """The texts passed to ``predict`` are not what the API accepts."""
+
+
+class QueueFullError(ClassifierError):
+    """A :class:`~clf_runtime.batcher.Batcher`'s queue has no room for the texts submitted."""
+
+    def __init__(self, message: str, *, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+        """Seconds after which the queue is expected to have drained enough to retry."""
+
+
+class BatcherClosedError(ClassifierError):
+    """Texts were submitted to a :class:`~clf_runtime.batcher.Batcher` that is closed."""

@@ -28,14 +28,22 @@ __all__ = [
 
 TOKENIZER_NAME = "gpt2"
 END_OF_TEXT_ID = 50256
-# The longest GPT-2 token is 66 characters, so the first `max_length` tokens of a text never
-# reach past `max_length * 66` characters. Cutting the text at `max_length * 128` characters
-# before tokenizing keeps the head identical for normal text, keeps tokenization of a 10 MB
-# string cheap, and avoids tiktoken's stack overflow on ~1M-character whitespace runs (it
-# panics with a BaseException). Exception: a single "word" (one regex pre-token) straddling
-# the cut inside the first `max_length` tokens may tokenize differently near its end.
+# The longest GPT-2 token touches 66 characters, so the first `max_length` tokens of a text end
+# within its first `max_length * 66` characters. Texts are cut at `max_length * 128` characters
+# before tokenizing: a 10 MB string stays cheap, and tiktoken never sees a ~1M-character
+# whitespace run (its regex overflows its stack and panics with a BaseException). The cut
+# changes only the regex pre-token at the cut (it ends there instead of running on; a
+# contraction such as "'ll" may split) and BPE's merges near that end. The kept tokens change
+# only if, inside that one pre-token, a chain of competing merges carries the change back at
+# least `62 * max_length - 2` characters. None is known: a whitespace pre-token cannot chain
+# (its only multi-character token is "\n\n"), the longest chain of ASCII letter pairs in the
+# GPT-2 ranks is 48 characters long, and in random text a change travels back at most ~8.
+# tests/test_tokenizer.py checks the kept tokens against the uncut encoding on such texts.
 CHARS_PER_TOKEN_BOUND = 128
-_POOL_MIN_TEXTS = 64  # fewer texts than this are encoded in the calling thread
+# tiktoken's encode_ordinary_batch starts a thread pool on every call (~0.2 ms): for one text or
+# a few short ones that costs far more than the encoding itself (~3 us per SMS), so those are
+# encoded inline. The result is the same: the batch call maps `encode_ordinary` over the texts.
+_INLINE_MAX_CHARS = 8192
 _RANKS_FILE = "gpt2.tiktoken"
 _RANKS_SHA256 = "306cd27f03c1a714eca7108e03d66b7dc042abe8c258b44c199a7ed9838dd930"
 # The same split pattern tiktoken uses for its "gpt2" encoding.
@@ -85,9 +93,7 @@ def encode_batch(
     if max_length is not None:
         limit = max_length * CHARS_PER_TOKEN_BOUND
         texts = [t if len(t) <= limit else t[:limit] for t in texts]
-    if len(texts) < _POOL_MIN_TEXTS or num_threads <= 1:
-        # tiktoken's batch call starts a thread pool per call, which costs more than encoding
-        # a few texts (a single SMS: ~20 us to encode, several hundred us for the pool).
+    if len(texts) == 1 or num_threads <= 1 or sum(map(len, texts)) <= _INLINE_MAX_CHARS:
         ids = [enc.encode_ordinary(t) for t in texts]
     else:
         ids = enc.encode_ordinary_batch(list(texts), num_threads=num_threads)

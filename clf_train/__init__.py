@@ -1,6 +1,7 @@
 """Finetune GPT-2-style models into text classifiers (torch). CLI: ``clf-train``.
 
-Names load on first use, so ``clf-train`` can explain a missing torch instead of crashing.
+The errors and the model shapes are torch-free and load with the package; every other name
+loads on first use, so ``clf-train`` can explain a missing torch instead of crashing.
 """
 
 from __future__ import annotations
@@ -8,12 +9,14 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from .errors import ConfigError, RunDirError, TrainError, TrainingError
+from .presets import PRESETS, GPTConfig
+
 if TYPE_CHECKING:
     from .api import TrainResult, train
-    from .config import ConfigError, TrainConfig
-    from .model import PRESETS, GPTClassifier, GPTConfig
-    from .run_dir import RunConfig, RunDirError, load_run
-    from .trainer import TrainingError
+    from .config import TrainConfig
+    from .model import GPTClassifier
+    from .run_dir import RunConfig, load_run
 
 __all__ = [
     "PRESETS",
@@ -23,28 +26,24 @@ __all__ = [
     "RunConfig",
     "RunDirError",
     "TrainConfig",
+    "TrainError",
     "TrainResult",
     "TrainingError",
     "load_run",
     "train",
 ]
 
-_LAZY = {
-    "TrainResult": "api",
-    "train": "api",
-    "ConfigError": "config",
-    "TrainConfig": "config",
-    "PRESETS": "model",
-    "GPTClassifier": "model",
-    "GPTConfig": "model",
-    "RunConfig": "run_dir",
-    "RunDirError": "run_dir",
-    "load_run": "run_dir",
-    "TrainingError": "trainer",
+# Module -> the names it provides; imported on first access (PEP 562).
+_ON_FIRST_USE = {
+    "api": ("TrainResult", "train"),
+    "config": ("TrainConfig",),
+    "model": ("GPTClassifier",),
+    "run_dir": ("RunConfig", "load_run"),
 }
 
 
 def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    module = next((m for m, names in _ON_FIRST_USE.items() if name in names), None)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f".{module}", __name__), name)

@@ -1,10 +1,13 @@
 """Length-bucketed batching and the seeds every random choice of training derives from.
 
-Padding every text to the longest one wastes most of the compute on SMS-like data (mean 23
-tokens vs 120). Here each epoch sorts the texts by token length (ties broken by a seeded
-shuffle), cuts the sorted list into batches of ``batch_size`` and shuffles the order of the
-batches; each batch is padded only to its own longest text. Under the pooling contract
-(DESIGN.md) padding never changes a text's logits, so this is purely a speed-up.
+Padding every text to the longest one wastes most of the compute on data where most texts
+are much shorter than the longest (short messages, a few long ones). Here each epoch sorts
+the texts by token length (ties broken by a seeded shuffle), cuts the sorted list into
+batches of ``batch_size`` and shuffles the order of the batches; each batch is padded only to
+its own longest text. The model reads each text at its own last real token and, under the
+causal mask, real tokens never attend to padding (the pooling contract of
+:mod:`clf_train.model`), so padding never changes a text's logits: this is purely a
+speed-up.
 
 All randomness comes from :func:`derive_seed` of ``(seed, purpose, epoch, step)``: a run
 resumed at any step replays exactly the same batches and dropout masks.
@@ -54,9 +57,15 @@ def epoch_batches(
     return [chunks[i] for i in batch_perm]
 
 
-def eval_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
-    """Deterministic batches for evaluation and caching: sorted by length, no shuffle."""
-    order = sorted(range(len(lengths)), key=lambda i: (lengths[i], i))
+def eval_batches(
+    lengths: Sequence[int], batch_size: int, *, indices: Sequence[int] | None = None
+) -> list[list[int]]:
+    """Deterministic batches for evaluation and caching: sorted by length, no shuffle.
+
+    ``indices``: only these examples (a rank's own texts); default all of them.
+    """
+    pool = range(len(lengths)) if indices is None else indices
+    order = sorted(pool, key=lambda i: (lengths[i], i))
     return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
 
 

@@ -13,6 +13,9 @@ Every file is written atomically under a new generation number, then ``state.jso
 replaced to name the new set, and only then are older generations deleted. A kill before
 ``state.json`` is replaced leaves the previous generation complete and named; a kill after
 leaves the new one. ``best-*`` is rewritten only when the best epoch changes.
+
+A run killed before ``setup.json`` exists has nothing to resume from: :func:`read_setup`
+says so, and that the run must be started again with ``--overwrite``.
 """
 
 from __future__ import annotations
@@ -29,11 +32,20 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from clf_runtime.atomic import atomic_path, atomic_write_json
+from clf_runtime.contract import (
+    CHECKPOINT_DIR,
+    DATA_REPORT_FILE,
+    RUN_CONFIG_FILE,
+    RUN_WEIGHTS_FILE,
+    SPLIT_DIR,
+)
+
+from .errors import CheckpointError
 
 __all__ = [
-    "CHECKPOINT_DIR",
     "CheckpointError",
     "TrainState",
+    "has_setup",
     "load_checkpoint",
     "read_setup",
     "remove_checkpoint",
@@ -41,14 +53,9 @@ __all__ = [
     "write_setup",
 ]
 
-CHECKPOINT_DIR = "checkpoint"
 STATE_FILE = "state.json"
 SETUP_FILE = "setup.json"
 _GEN_FILE = re.compile(r"(trainable|optimizer|best)-(\d+)\.(safetensors|pt)")
-
-
-class CheckpointError(Exception):
-    """The checkpoint directory is missing, incomplete or unreadable."""
 
 
 @dataclass
@@ -71,17 +78,45 @@ def write_setup(run_dir: Path, setup: dict[str, Any]) -> None:
     atomic_write_json(checkpoint_dir(run_dir) / SETUP_FILE, setup)
 
 
+def has_setup(run_dir: Path) -> bool:
+    """Whether ``run_dir`` got as far as ``setup.json``, i.e. ``--resume`` can continue it."""
+    return (checkpoint_dir(run_dir) / SETUP_FILE).is_file()
+
+
 def read_setup(run_dir: Path) -> dict[str, Any]:
+    """``setup.json`` of an interrupted run; :class:`CheckpointError` says why there is none."""
+    if not has_setup(run_dir):
+        raise CheckpointError(_why_no_setup(Path(run_dir)))
     path = checkpoint_dir(run_dir) / SETUP_FILE
-    if not path.is_file():
-        raise CheckpointError(
-            f"{run_dir} has no {CHECKPOINT_DIR}/{SETUP_FILE}: it is not an interrupted clf-train "
-            "run (a finished run has no checkpoint; start a new run with --out)"
-        )
     try:
         return json.loads(path.read_text("utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise CheckpointError(f"{path} is unreadable: {e}") from e
+
+
+def _why_no_setup(run_dir: Path) -> str:
+    """What ``run_dir`` is, given that it has no ``setup.json``, and what to do about it."""
+    setup = f"{CHECKPOINT_DIR}/{SETUP_FILE}"
+    if (run_dir / RUN_CONFIG_FILE).is_file() and (run_dir / RUN_WEIGHTS_FILE).is_file():
+        return (
+            f"{run_dir} holds a finished clf-train run ({RUN_CONFIG_FILE} and "
+            f"{RUN_WEIGHTS_FILE} are there, and a finished run has no {CHECKPOINT_DIR}/): there "
+            f"is nothing to resume. To train it again, run clf-train with its original flags "
+            f"and --out {run_dir} --overwrite"
+        )
+    # The files a run writes before setup.json, in that order (clf_train.api.train).
+    started = [n for n in (SPLIT_DIR, DATA_REPORT_FILE, CHECKPOINT_DIR) if (run_dir / n).exists()]
+    if started:
+        return (
+            f"{run_dir} is a clf-train run directory ({', '.join(started)} exist) but has no "
+            f"{setup}: setup was interrupted, so training never reached its first checkpoint "
+            "and there is nothing to resume. Start the run again with its original flags: "
+            f"clf-train ... --out {run_dir} --overwrite"
+        )
+    return (
+        f"{run_dir} has no {setup}: it is not an interrupted clf-train run (a finished run has "
+        "no checkpoint; start a new run with --out)"
+    )
 
 
 def _save_tensors(path: Path, tensors: dict[str, torch.Tensor]) -> None:

@@ -31,7 +31,8 @@ Header rule (CSV/TSV; for JSONL "columns" are the keys of the first object):
 Row policy: a row whose text is empty or whitespace-only, or whose label is empty, is skipped
 and counted (with its first line numbers) in the report and in a warning; so is a row with too
 few fields. Texts are kept exactly as given; texts over 1,000,000 characters are cut to that
-length (memory guard; the trainer truncates tokens anyway) and counted. Labels are stripped of
+length (memory guard) and counted as ``texts_cut_chars`` (the cut at ``--max-length`` tokens
+is reported per split by :mod:`clf_train.lengths`). Labels are stripped of
 surrounding whitespace, and spellings that differ only in case are merged into the most
 frequent spelling (ties: the lexicographically smallest).
 
@@ -48,9 +49,13 @@ import hashlib
 import io
 import json
 from collections import Counter, defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from clf_runtime.columns import TEXT_COLUMNS, find_column, find_common_column
+
+from .errors import DataError
 
 __all__ = [
     "MAX_TEXT_CHARS",
@@ -61,17 +66,10 @@ __all__ = [
 ]
 
 MAX_TEXT_CHARS = 1_000_000
-TEXT_COLUMNS = ("text", "sentence", "message", "content", "sms")
 LABEL_COLUMNS = ("label", "labels", "class", "category", "target")
 FIRST_LINES = 5  # line numbers kept per skip reason
 N_EXAMPLES = 5  # duplicate texts quoted in the report
 _EXT_FORMATS = {".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
-_SPLITS = ("train", "val", "test")
-
-
-class DataError(ValueError):
-    """Bad training data. The message is one paragraph: what was wrong, where (file, line), how
-    to fix."""
 
 
 @dataclass
@@ -80,10 +78,14 @@ class LabeledData:
 
     texts: list[str]
     labels: list[str]
+    lines: list[int] | None = field(default=None, compare=False, repr=False)
+    """Line number in the source file of each row, as read; None once rows are resampled."""
 
     def __post_init__(self) -> None:
         if len(self.texts) != len(self.labels):
             raise ValueError(f"{len(self.texts)} texts but {len(self.labels)} labels")
+        if self.lines is not None and len(self.lines) != len(self.texts):
+            raise ValueError(f"{len(self.texts)} texts but {len(self.lines)} line numbers")
 
     def __len__(self) -> int:
         return len(self.texts)
@@ -197,21 +199,6 @@ def _jsonl_rows(text: str, path: Path) -> list[tuple[int, dict[str, Any]]]:
     return rows
 
 
-def _find(names: list[str], wanted: str) -> int | None:
-    if wanted in names:
-        return names.index(wanted)
-    folded = [i for i, n in enumerate(names) if n.casefold() == wanted.casefold()]
-    return folded[0] if len(folded) == 1 else None
-
-
-def _common(names: list[str], candidates: tuple[str, ...]) -> int | None:
-    folded = [n.strip().casefold() for n in names]
-    for cand in candidates:
-        if cand in folded:
-            return folded.index(cand)
-    return None
-
-
 def _looks_like_label(field: str) -> bool:
     s = field.strip()
     return 0 < len(s) <= 50 and len(s.split()) <= 3
@@ -234,14 +221,14 @@ def _choose_columns(
         ("label", label_col, "--label-col", LABEL_COLUMNS),
     ):
         if given is not None:
-            idx[role] = _find(names, given)
+            idx[role] = find_column(names, given)
             if idx[role] is None:
                 raise DataError(
                     f"{path}: no column named {given!r} ({flag}). {found} Pass {flag} with one "
                     f"of these names (the file must have a header row)."
                 )
         else:
-            idx[role] = _common(names, cands)
+            idx[role] = find_common_column(names, cands)
     t, lab = idx["text"], idx["label"]
     explicit = text_col is not None or label_col is not None
     if (t is not None or lab is not None) and len(names) == 2:  # the other of two columns
@@ -311,10 +298,24 @@ def _merge_labels(raw: list[str]) -> tuple[list[str], list[dict[str, Any]], list
     return labels, norms, notes
 
 
-def _load(
-    path: Path, text_col: str | None, label_col: str | None, *, label_tab_text: bool = False
-) -> tuple[LabeledData, dict[str, Any], list[int]]:
-    """Read one file; also return the line number of every kept row."""
+def load_labeled_file(
+    path: str | Path,
+    *,
+    text_col: str | None = None,
+    label_col: str | None = None,
+    label_tab_text: bool = False,
+) -> tuple[LabeledData, dict[str, Any]]:
+    """Read a labeled CSV/TSV/JSONL file (see the module docstring for the rules).
+
+    Returns the data (labels stripped and case-merged, ``lines`` set) and a JSON-serializable
+    report: path, sha256, format, header and columns used, rows read/kept, rows skipped by
+    reason with their first line numbers, texts cut at MAX_TEXT_CHARS (``texts_cut_chars``),
+    label normalizations, label counts and warning sentences. ``label_tab_text`` reads the
+    file as headerless ``label<TAB>text`` whatever its extension (the layout of the SMS Spam
+    Collection). Raises ``DataError`` for a missing/empty/non-UTF-8 file, bad JSON, or
+    unknown columns.
+    """
+    path = Path(path)
     text, sha = _decode(path)
     fmt = "tsv" if label_tab_text else _detect_format(path, text)
     report: dict[str, Any] = {"path": str(path), "sha256": sha, "format": fmt}
@@ -370,7 +371,7 @@ def _load(
         raise DataError(f"{path} has a header but no data rows. Add labeled rows.")
 
     texts, raw_labels, lines = [], [], []
-    truncated = 0
+    cut_chars = 0
     for lineno, txt, lab_raw in cells:
         if not txt.strip():
             _skip_note(skipped, "empty_text", lineno)
@@ -378,7 +379,7 @@ def _load(
             _skip_note(skipped, "empty_label", lineno)
         else:
             if len(txt) > MAX_TEXT_CHARS:
-                txt, truncated = txt[:MAX_TEXT_CHARS], truncated + 1
+                txt, cut_chars = txt[:MAX_TEXT_CHARS], cut_chars + 1
             texts.append(txt)
             raw_labels.append(lab_raw)
             lines.append(lineno)
@@ -392,13 +393,13 @@ def _load(
         warnings.append(f"{path}: skipped {sum(v['count'] for v in skipped.values())} rows: {why}.")
     if notes:
         warnings.append(f"{path}: merged labels that differ only in case: {'; '.join(notes)}.")
-    if truncated:
-        warnings.append(f"{path}: cut {truncated} texts longer than {MAX_TEXT_CHARS:,} characters.")
+    if cut_chars:
+        warnings.append(f"{path}: cut {cut_chars} texts longer than {MAX_TEXT_CHARS:,} characters.")
     report.update(
         rows_read=n_rows,
         rows_kept=len(texts),
         skipped=skipped,
-        texts_truncated=truncated,
+        texts_cut_chars=cut_chars,
         label_normalizations=norms,
         label_counts=dict(sorted(Counter(labels).items())),
         warnings=warnings,
@@ -408,18 +409,4 @@ def _load(
             f"{path}: no usable rows: all {n_rows} rows were skipped ({warnings[0]}). Check that "
             f"the text and label columns are the right ones."
         )
-    return LabeledData(texts, labels), report, lines
-
-
-def load_labeled_file(
-    path: str | Path, *, text_col: str | None = None, label_col: str | None = None
-) -> tuple[LabeledData, dict[str, Any]]:
-    """Read a labeled CSV/TSV/JSONL file (see the module docstring for the rules).
-
-    Returns the data (labels stripped and case-merged) and a JSON-serializable report: path,
-    sha256, format, header and columns used, rows read/kept, rows skipped by reason with their
-    first line numbers, label normalizations, label counts and warning sentences.
-    Raises ``DataError`` for a missing/empty/non-UTF-8 file, bad JSON, or unknown columns.
-    """
-    data, report, _ = _load(Path(path), text_col, label_col)
-    return data, report
+    return LabeledData(texts, labels, lines), report

@@ -5,12 +5,18 @@ Frozen blocks never change, so their output for a given text never changes eithe
 (eval mode, no grad) and each text's residual stream ``(T_i, C)`` is kept; training then runs
 only :meth:`GPTClassifier.forward_from_block`. With ``--trainable head`` the pooled final
 features ``(C,)`` are kept and only the linear head trains. With ``--trainable all`` nothing
-is frozen and batches carry token ids.
+is frozen and batches carry token ids. ``--trainable lora`` sets its own top
+(:func:`clf_train.lora.make_trainable`): the blocks below the lowest adapted one are frozen in
+full and cached the same way.
 
 The frozen part always runs in eval mode: dropout acts only inside the trainable blocks, so
 the cached values are deterministic (and a resumed run recomputes the very same cache).
 If the cache would exceed ``budget_bytes`` the store computes the frozen part per batch
 instead (same values, more time) and logs it.
+
+In a multi-process run each rank's store *holds* only the texts that rank owns
+(:func:`clf_train.distributed.text_owners`): it caches and serves those alone, while
+``lengths`` still covers the whole split, since every rank computes the same global batches.
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .batches import eval_batches, pad_ids
+from .batches import PAD_ID, eval_batches, pad_ids
 from .model import GPTClassifier, pool
 
 __all__ = [
@@ -121,8 +127,9 @@ def _autocast(device: torch.device, dtype: torch.dtype) -> contextlib.AbstractCo
 class FeatureStore:
     """Per-example inputs of the trainable top, for one split; ``batch(indices)`` builds a batch.
 
-    ``ids``: token id lists. In "blocks"/"pooled" mode the frozen part is computed once
-    (``cached``) or per batch when the cache did not fit the memory budget.
+    ``ids``: token id lists of the whole split. ``held``: the indices this store serves (this
+    rank's texts; default all). In "blocks"/"pooled" mode the frozen part of the held texts
+    is computed once (``cached``) or per batch when the cache did not fit the memory budget.
     """
 
     def __init__(
@@ -134,11 +141,16 @@ class FeatureStore:
         device: torch.device,
         frozen_dtype: torch.dtype = torch.float32,
         cache: bool = True,
+        held: Sequence[int] | None = None,
     ) -> None:
         self.model = model
         self.spec = spec
-        self.ids = [list(s) for s in ids]
-        self.lengths = [len(s) for s in self.ids]
+        self.lengths = [len(s) for s in ids]
+        """Token count of every text of the split, held or not (the global batches need all)."""
+        self.held = list(range(len(ids))) if held is None else sorted(set(held))
+        """Indices of the texts this store serves, ascending."""
+        self._slot = {i: k for k, i in enumerate(self.held)}  # split index -> row of this store
+        self._ids = [list(ids[i]) for i in self.held]
         self.device = device
         self.frozen_dtype = frozen_dtype
         self.cached = cache and spec.mode != "ids"
@@ -148,7 +160,31 @@ class FeatureStore:
             self._fill()
 
     def __len__(self) -> int:
-        return len(self.ids)
+        """Texts in the split (held by this store or not)."""
+        return len(self.lengths)
+
+    def mine(self, idx: Sequence[int]) -> list[int]:
+        """The members of ``idx`` this store holds, in order."""
+        return [i for i in idx if i in self._slot]
+
+    def _slots(self, idx: Sequence[int]) -> list[int]:
+        try:
+            return [self._slot[i] for i in idx]
+        except KeyError as e:
+            raise ValueError(
+                f"text {e.args[0]} is not held by this store (another rank owns it)"
+            ) from e
+
+    def placeholder(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """A one-text, one-token batch of this store's kind, for a rank that owns no text of
+        an optimizer step but must still run the step's backward (its loss weight is 0)."""
+        lengths = torch.ones(1, dtype=torch.int64, device=self.device)
+        c = self.model.cfg.d_model
+        if self.spec.mode == "ids":
+            return torch.full((1, 1), PAD_ID, dtype=torch.int64, device=self.device), lengths
+        if self.spec.mode == "pooled":
+            return torch.zeros((1, c), device=self.device), lengths  # (1, C)
+        return torch.zeros((1, 1, c), device=self.device), lengths  # (1, 1, C)
 
     def _frozen(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """The frozen part on padded ids: (B, T, C) residual stream or (B, C) pooled features."""
@@ -160,41 +196,49 @@ class FeatureStore:
         return x
 
     def _fill(self) -> None:
-        n = len(self.ids)
+        n = len(self.held)
         c = self.model.cfg.d_model
-        rows = n if self.spec.mode == "pooled" else sum(self.lengths)
+        held_lengths = [self.lengths[i] for i in self.held]
+        rows = n if self.spec.mode == "pooled" else sum(held_lengths)
         flat = torch.empty((rows, c), dtype=self.frozen_dtype, device=self.device)
-        offsets = [0] * n
+        offsets = [0] * n  # by slot (row of this store), not by split index
         if self.spec.mode == "blocks":
             acc = 0
-            for i, length in enumerate(self.lengths):
-                offsets[i] = acc
+            for k, length in enumerate(held_lengths):
+                offsets[k] = acc
                 acc += length
-        for idx in eval_batches(self.lengths, CACHE_BATCH):
-            ids, lengths = pad_ids([self.ids[i] for i in idx], device=self.device)
+        for idx in eval_batches(self.lengths, CACHE_BATCH, indices=self.held):
+            slots = self._slots(idx)
+            ids, lengths = pad_ids([self._ids[k] for k in slots], device=self.device)
             out = self._frozen(ids, lengths).to(self.frozen_dtype)
-            for row, i in enumerate(idx):
+            for row, k in enumerate(slots):
                 if self.spec.mode == "pooled":
-                    flat[i] = out[row]
+                    flat[k] = out[row]
                 else:
-                    flat[offsets[i] : offsets[i] + self.lengths[i]] = out[row, : self.lengths[i]]
+                    t = held_lengths[k]
+                    flat[offsets[k] : offsets[k] + t] = out[row, :t]
         self._flat, self._offsets = flat, offsets
 
     def batch(self, idx: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
         """``(inputs, lengths)`` for examples ``idx``; inputs are ids (B, T), float (B, T, C)
-        residual streams or float (B, C) pooled features, per the mode."""
+        residual streams or float (B, C) pooled features, per the mode. Every index must be
+        held by this store."""
+        slots = self._slots(idx)
         lengths = torch.as_tensor([self.lengths[i] for i in idx], dtype=torch.int64)
         lengths = lengths.to(self.device)
         if not self.cached:
-            ids, lengths = pad_ids([self.ids[i] for i in idx], device=self.device)
+            ids, lengths = pad_ids([self._ids[k] for k in slots], device=self.device)
             if self.spec.mode == "ids":
                 return ids, lengths
             return self._frozen(ids, lengths).float(), lengths
         assert self._flat is not None  # set by _fill whenever cached
         if self.spec.mode == "pooled":
-            rows = torch.as_tensor(list(idx), dtype=torch.int64, device=self.device)
+            rows = torch.as_tensor(slots, dtype=torch.int64, device=self.device)
             return self._flat[rows].float(), lengths
-        parts = [self._flat[self._offsets[i] : self._offsets[i] + self.lengths[i]] for i in idx]
+        parts = [
+            self._flat[self._offsets[k] : self._offsets[k] + self.lengths[i]]
+            for k, i in zip(slots, idx, strict=True)
+        ]
         x = nn.utils.rnn.pad_sequence(parts, batch_first=True)  # (B, T, C), zero padded
         return x.float(), lengths
 
@@ -217,10 +261,20 @@ def build_store(
     device: torch.device,
     frozen_dtype: torch.dtype = torch.float32,
     budget_bytes: int = CACHE_BUDGET_BYTES,
+    held: dict[str, Sequence[int]] | None = None,
 ) -> dict[str, FeatureStore]:
-    """One :class:`FeatureStore` per split, cached when all of them fit ``budget_bytes``."""
+    """One :class:`FeatureStore` per split, cached when all of them fit ``budget_bytes``.
+
+    ``held``: per split, the indices this rank owns (default: every text); the budget
+    applies to the held texts, i.e. to this rank's memory.
+    """
     itemsize = torch.empty((), dtype=frozen_dtype).element_size()
-    counts = [len(s) for ids in splits.values() for s in ids]
+    held = held or {}
+    counts = [
+        len(ids[i])
+        for name, ids in splits.items()
+        for i in (held[name] if name in held else range(len(ids)))
+    ]
     need = estimate_cache_bytes(spec, counts, model.cfg.d_model, itemsize)
     cache = need <= budget_bytes
     if spec.mode != "ids":
@@ -234,6 +288,14 @@ def build_store(
                 budget_bytes / 2**30,
             )
     return {
-        name: FeatureStore(model, spec, ids, device=device, frozen_dtype=frozen_dtype, cache=cache)
+        name: FeatureStore(
+            model,
+            spec,
+            ids,
+            device=device,
+            frozen_dtype=frozen_dtype,
+            cache=cache,
+            held=held.get(name),
+        )
         for name, ids in splits.items()
     }

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-__all__ = ["classification_metrics"]
+__all__ = ["classification_metrics", "confusion_matrix", "metrics_from_confusion"]
 
 
 def classification_metrics(
@@ -28,11 +28,30 @@ def classification_metrics(
     """
     if len(y_true) != len(y_pred):
         raise ValueError(f"{len(y_true)} true labels but {len(y_pred)} predictions")
-    k = len(labels)
+    return metrics_from_confusion(confusion_matrix(y_true, y_pred, len(labels)), labels, loss=loss)
+
+
+def confusion_matrix(y_true: Sequence[int], y_pred: Sequence[int], k: int) -> list[list[int]]:
+    """``k x k`` counts: rows true label ids, columns predicted label ids."""
     matrix = [[0] * k for _ in range(k)]
     for t, p in zip(y_true, y_pred, strict=True):
         matrix[t][p] += 1
-    n = len(y_true)
+    return matrix
+
+
+def metrics_from_confusion(
+    matrix: Sequence[Sequence[int]], labels: Sequence[str], *, loss: float | None
+) -> dict[str, Any]:
+    """:func:`classification_metrics` from the confusion counts alone.
+
+    Counts add up across shards, so a multi-process evaluation sums its ranks' matrices and
+    calls this: every example counts exactly once.
+    """
+    k = len(labels)
+    if len(matrix) != k or any(len(row) != k for row in matrix):
+        raise ValueError(f"the confusion matrix must be {k} x {k} for {k} labels")
+    matrix = [[int(c) for c in row] for row in matrix]
+    n = sum(map(sum, matrix))
     correct = sum(matrix[i][i] for i in range(k))
     per_class: dict[str, dict[str, float | int]] = {}
     for i, name in enumerate(labels):

@@ -1,80 +1,28 @@
 """GPT-2 architecture with a classification head.
 
-The pooling contract (see DESIGN.md): inputs are right-padded token ids ``[B, T]`` plus
-``lengths [B]``; the classifier reads the hidden state at ``lengths - 1``, the last *real*
-token. Under the causal mask real tokens never attend to padding, so no attention mask is
+The pooling contract, shared with the exported graph and the runtime: inputs are right-padded
+token ids ``[B, T]`` plus ``lengths [B]``; the classifier reads the hidden state at
+``lengths - 1``, the last *real* token (or, with ``pooling="mean"``, averages the real
+tokens). Under the causal mask real tokens never attend to padding, so no attention mask is
 needed and a text's logits do not depend on its batch mates or on its padding.
+
+The shapes (:class:`GPTConfig`, :data:`PRESETS`) live in the torch-free
+:mod:`clf_train.presets` and are re-exported here.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
-from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["POOLINGS", "PRESETS", "GPTBackbone", "GPTClassifier", "GPTConfig"]
+from clf_runtime.contract import POOLINGS
 
-POOLINGS = ("last", "mean")
+from .presets import PRESETS, GPTConfig
 
-
-@dataclass(frozen=True)
-class GPTConfig:
-    """Shape of a GPT-2-style decoder."""
-
-    vocab_size: int = 50257
-    """Token vocabulary size (GPT-2 BPE: 50,257)."""
-    context_length: int = 1024
-    """Number of learned positions: the longest sequence the model can read."""
-    n_layer: int = 12
-    """Number of transformer blocks."""
-    n_head: int = 12
-    """Attention heads per block; must divide ``d_model``."""
-    d_model: int = 768
-    """Width of the residual stream (embedding size)."""
-    qkv_bias: bool = True
-    """Whether query/key/value projections have a bias (GPT-2: yes)."""
-    dropout: float = 0.0
-    """Dropout on embeddings, attention weights and residual branches while training."""
-    layer_norm_eps: float = 1e-5
-    """Epsilon of every LayerNorm (GPT-2: 1e-5)."""
-
-    def __post_init__(self) -> None:
-        problems = []
-        for name in ("vocab_size", "context_length", "n_layer", "n_head", "d_model"):
-            if getattr(self, name) < 1:
-                problems.append(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.n_head >= 1 and self.d_model % self.n_head:
-            problems.append(f"d_model ({self.d_model}) must be divisible by n_head ({self.n_head})")
-        if not 0.0 <= self.dropout < 1.0:
-            problems.append(f"dropout must be in [0, 1), got {self.dropout}")
-        if problems:
-            raise ValueError("invalid model config: " + "; ".join(problems))
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> GPTConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown model config keys {unknown}; known: {sorted(known)}")
-        return cls(**data)
-
-
-# Real GPT-2 sizes and two small from-scratch presets for demos and tests.
-PRESETS: dict[str, GPTConfig] = {
-    "gpt2": GPTConfig(n_layer=12, n_head=12, d_model=768),
-    "gpt2-medium": GPTConfig(n_layer=24, n_head=16, d_model=1024),
-    "gpt2-large": GPTConfig(n_layer=36, n_head=20, d_model=1280),
-    "gpt2-xl": GPTConfig(n_layer=48, n_head=25, d_model=1600),
-    "gpt2-tiny": GPTConfig(n_layer=2, n_head=4, d_model=128, context_length=512),
-    "gpt2-mini": GPTConfig(n_layer=4, n_head=4, d_model=256, context_length=512),
-}
+__all__ = ["PRESETS", "GPTBackbone", "GPTClassifier", "GPTConfig"]
 
 
 class CausalSelfAttention(nn.Module):
@@ -117,7 +65,8 @@ class CausalSelfAttention(nn.Module):
         """
         b, t, c = x.shape
         # Whole-weight projections (then slicing) keep the weights plain constants in an exported
-        # graph, so int8 quantization finds them; the unused q of the other positions costs <1 %.
+        # graph, so int8 quantization finds them; the price is a q computed for every position
+        # where only the last one is needed (a third of the qkv projection's work).
         q = self.qkv(x_query)[..., :c]  # (B, 1, C)
         k, v = self.qkv(x)[..., c:].split(c, dim=2)  # (B, T, C) each
         key_pos = torch.arange(t, device=x.device)

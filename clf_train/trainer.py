@@ -10,6 +10,12 @@ Reported per epoch: ``train_loss``/``train_accuracy`` are running values over th
 training batches (train mode, weights changing), as most training loops report them;
 ``val_loss``/``val_accuracy`` are computed in eval mode after the epoch. The final
 ``metrics.json`` recomputes every split in eval mode with the best weights.
+
+The loss of an optimizer step is the mean cross-entropy over all of its texts (every
+micro-batch of ``--grad-accum``, every rank), so a short last batch weighs each of its texts
+like any other. Several processes (:mod:`clf_train.distributed`) run the same global batches,
+each on the texts it owns, and sum their gradients: the same step as one process, up to the
+rounding of the all-reduce. Only rank 0 writes checkpoints.
 """
 
 from __future__ import annotations
@@ -26,20 +32,30 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from .batches import derive_seed, epoch_batches, eval_batches
+from clf_runtime.contract import CHECKPOINT_DIR
+
+from .batches import epoch_batches, eval_batches
 from .checkpoint import TrainState, save_checkpoint
+from .config import TrainConfig
+from .distributed import ReplicatedTop, World
+from .errors import TrainingError
 from .frozen_cache import FeatureStore, TopSpec, forward_top
 from .model import GPTClassifier
 
-__all__ = ["EVAL_BATCH", "LoopState", "TrainingError", "evaluate", "fit"]
+__all__ = [
+    "EVAL_BATCH",
+    "Evaluation",
+    "LoopState",
+    "TrainingError",
+    "evaluate",
+    "fit",
+    "label_targets",
+    "step_gradients",
+]
 
 logger = logging.getLogger(__name__)
 
 EVAL_BATCH = 64
-
-
-class TrainingError(RuntimeError):
-    """Training could not continue (non-finite loss or weights, inconsistent checkpoint)."""
 
 
 @dataclass
@@ -96,23 +112,56 @@ def load_trainable(model: GPTClassifier, tensors: dict[str, torch.Tensor], *, wh
             p.copy_(tensors[name])
 
 
+@dataclass(frozen=True)
+class Evaluation:
+    """One split evaluated in eval mode, every text counted once over all ranks."""
+
+    n: int
+    loss: float | None
+    """Mean cross-entropy; None for an empty split."""
+    matrix: list[list[int]]
+    """Confusion counts: rows true label ids, columns predicted label ids."""
+
+    @property
+    def accuracy(self) -> float | None:
+        return sum(self.matrix[i][i] for i in range(len(self.matrix))) / self.n if self.n else None
+
+
 def evaluate(
-    model: GPTClassifier, spec: TopSpec, store: FeatureStore, targets: torch.Tensor
-) -> tuple[float | None, list[int]]:
-    """(mean cross-entropy or None when empty, predicted label ids) in eval mode."""
-    preds = [0] * len(store)
+    model: GPTClassifier,
+    spec: TopSpec,
+    store: FeatureStore,
+    targets: torch.Tensor,
+    *,
+    world: World | None = None,
+) -> Evaluation:
+    """Loss and confusion counts of a split in eval mode.
+
+    Each rank evaluates the texts its ``store`` holds; the loss sums and the counts are summed
+    over the ranks, so every rank returns the same :class:`Evaluation` of the whole split.
+    """
+    world = world or World()
+    k = model.num_labels
+    matrix = [[0] * k for _ in range(k)]
     total = 0.0
     was_training = model.training
     model.eval()
     with torch.no_grad():
-        for idx in eval_batches(store.lengths, EVAL_BATCH):
+        for idx in eval_batches(store.lengths, EVAL_BATCH, indices=store.held):
             inputs, lengths = store.batch(idx)
             logits = forward_top(model, spec, inputs, lengths)  # (B, num_labels)
-            total += F.cross_entropy(logits.float(), targets[idx], reduction="sum").item()
-            for i, p in zip(idx, logits.argmax(-1).tolist(), strict=True):
-                preds[i] = p
+            y = targets[idx]
+            total += F.cross_entropy(logits.float(), y, reduction="sum").item()
+            for t, p in zip(y.tolist(), logits.argmax(-1).tolist(), strict=True):
+                matrix[t][p] += 1
     model.train(was_training)
-    return (total / len(store) if len(store) else None), preds
+    (total,) = world.sum_floats([total], "summing the evaluation loss")
+    flat = world.sum_counts([c for row in matrix for c in row], "summing the evaluation counts")
+    matrix = [flat[r * k : (r + 1) * k] for r in range(k)]
+    n = len(store)
+    if sum(flat) != n:  # every text is owned by exactly one rank
+        raise TrainingError(f"evaluation counted {sum(flat)} texts of a split of {n}")
+    return Evaluation(n=n, loss=total / n if n else None, matrix=matrix)
 
 
 def _check_finite_params(model: GPTClassifier, where: str, lr: float) -> None:
@@ -124,37 +173,93 @@ def _check_finite_params(model: GPTClassifier, where: str, lr: float) -> None:
         )
 
 
+def _backward_step(
+    top: ReplicatedTop, store: FeatureStore, targets: torch.Tensor, group: list[list[int]]
+) -> tuple[float, int]:
+    """Forward and backward of this rank's share of one optimizer step; gradients accumulate.
+
+    ``group``: the step's global micro-batches. Each text's loss is divided by the number of
+    texts in the whole step, so the gradients, summed over micro-batches and ranks, are those
+    of the step's mean loss. Returns this rank's (sum of losses, number correct).
+    """
+    n_step = sum(len(idx) for idx in group)
+    mine = [m for idx in group if (m := store.mine(idx))]
+    if not mine:
+        # This rank owns no text of the step but must join its all-reduce: a placeholder
+        # with weight 0 contributes exact zeros.
+        logits = top(*store.placeholder())
+        (logits.float().sum() * 0.0).backward()
+        return 0.0, 0
+    loss_sum, correct = 0.0, 0
+    for j, idx in enumerate(mine):
+        # Only the rank's last micro-batch of the step all-reduces (DDP no_sync before it).
+        with top.accumulating(skip_sync=j < len(mine) - 1):
+            inputs, lengths = store.batch(idx)
+            logits = top(inputs, lengths)  # (B, num_labels)
+            y = targets[idx]
+            loss = F.cross_entropy(logits.float(), y, reduction="sum")
+            (loss / n_step).backward()
+        loss_sum += loss.item()
+        correct += int((logits.argmax(-1) == y).sum().item())
+    return loss_sum, correct
+
+
+def step_gradients(
+    top: ReplicatedTop,
+    store: FeatureStore,
+    targets: torch.Tensor,
+    group: list[list[int]],
+    *,
+    world: World,
+    where: str,
+) -> tuple[float, int]:
+    """The gradients of one optimizer step, in ``.grad``, on every rank; returns the step's
+    (sum of losses, number correct) over all its texts and ranks.
+
+    ``group``: the step's global micro-batches. Each rank runs its own texts; DDP sums the
+    gradients; the counters are summed too. ``where`` names the step in error messages.
+    """
+    with world.collective(f"the gradient all-reduce at {where}"):
+        loss_sum, correct = _backward_step(top, store, targets, group)
+    loss_sum, n_correct = world.sum_floats([loss_sum, correct], f"the loss sum at {where}")
+    return loss_sum, round(n_correct)
+
+
 def fit(
     model: GPTClassifier,
     spec: TopSpec,
     stores: dict[str, FeatureStore],
     targets: dict[str, torch.Tensor],
+    config: TrainConfig,
     *,
     run_dir: Path,
-    epochs: int,
-    batch_size: int,
-    grad_accum: int,
-    lr: float,
-    weight_decay: float,
-    seed: int,
-    early_stopping: int | None,
-    checkpoint_every: int,
-    progress: bool,
     resume_from: TrainState | None = None,
     on_epoch: Callable[[dict[str, Any]], None] | None = None,
+    world: World | None = None,
 ) -> tuple[LoopState, dict[str, torch.Tensor] | None]:
-    """Train until ``epochs`` or early stopping; return (final state, best trainable weights).
+    """Train until ``config.epochs`` or early stopping; return (final state, best weights).
 
-    Checkpoints to ``run_dir/checkpoint`` at every epoch end and every ``checkpoint_every``
-    optimizer steps. Raises :class:`TrainingError` on a non-finite loss or weights.
+    ``config`` must be resolved (:meth:`TrainConfig.resolved`: ``lr`` and ``epochs`` set); the
+    loop reads its batch size, gradient accumulation, AdamW settings, seed, early stopping,
+    checkpoint interval and progress switch. Checkpoints to ``run_dir/checkpoint/`` at every
+    epoch end and every ``checkpoint_every`` optimizer steps. Raises :class:`TrainingError` on
+    a non-finite loss or weights.
+
+    ``world``: this process's place in a multi-process run (default: alone). Every rank calls
+    ``fit`` with stores holding its own texts; all return the same state and weights; only
+    rank 0 writes checkpoints and shows progress.
     """
     from tqdm.auto import tqdm
 
+    if config.lr is None or config.epochs is None:
+        raise ValueError("fit needs a resolved config (lr and epochs set): pass config.resolved()")
+    world = world or World()
+    lr, epochs, seed = config.lr, config.epochs, config.seed
     params = list(_trainable(model).values())
-    # The fused kernel is ~6x faster than the per-tensor loop on CPU: it matters with
+    # The fused kernel is much faster than the per-tensor loop on CPU: it matters with
     # --trainable all, where the 50257 x C token embedding is updated every step.
     fused = all(p.device.type in ("cpu", "cuda") and p.dtype == torch.float32 for p in params)
-    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, fused=fused)
+    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=config.weight_decay, fused=fused)
     best: dict[str, torch.Tensor] | None = None
     st = LoopState()
     if resume_from is not None:
@@ -163,9 +268,15 @@ def fit(
         st = LoopState.from_dict(resume_from.state)
         best = resume_from.best
         logger.info("resuming at epoch %d, step %d", st.epoch + 1, st.step)
+    # After the weights are loaded: DDP's start-up broadcast then copies equal values.
+    top = ReplicatedTop(model, spec, world)
 
     def checkpoint(new_best: dict[str, torch.Tensor] | None, where: str) -> None:
         _check_finite_params(model, where, lr)
+        # Every rank holds the same weights, optimizer state and (all-reduced) counters: the
+        # step's collectives have just synchronised them, so rank 0 alone writes.
+        if not world.is_main:
+            return
         save_checkpoint(
             run_dir,
             st.to_dict(),
@@ -177,62 +288,56 @@ def fit(
     train_store, y_train = stores["train"], targets["train"]
     while not st.finished and st.epoch < epochs:
         epoch = st.epoch
-        batches = epoch_batches(train_store.lengths, batch_size, seed=seed, epoch=epoch)
-        groups = [batches[i : i + grad_accum] for i in range(0, len(batches), grad_accum)]
+        batches = epoch_batches(train_store.lengths, config.batch_size, seed=seed, epoch=epoch)
+        accum = config.grad_accum
+        groups = [batches[i : i + accum] for i in range(0, len(batches), accum)]
         started = time.perf_counter() - st.epoch_seconds
         model.train()
         bar = tqdm(
             total=len(groups),
             initial=st.step,
             desc=f"epoch {epoch + 1}/{epochs}",
-            disable=not progress,
+            disable=not (config.progress and world.is_main),
             file=sys.stderr,
             leave=False,
             dynamic_ncols=True,
         )
         for step in range(st.step, len(groups)):
-            group = groups[step]
             # Dropout masks depend only on (seed, epoch, step): a resumed run replays them.
-            torch.manual_seed(derive_seed(seed, "dropout", epoch, step))
+            torch.manual_seed(world.dropout_seed(seed, epoch, step))
             optimizer.zero_grad(set_to_none=True)
-            for idx in group:
-                inputs, lengths = train_store.batch(idx)
-                logits = forward_top(model, spec, inputs, lengths)  # (B, num_labels)
-                y = y_train[idx]
-                loss = F.cross_entropy(logits.float(), y)
-                if not torch.isfinite(loss):
-                    raise TrainingError(
-                        f"the training loss became {loss.item()} at epoch {epoch + 1}, step "
-                        f"{step + 1}; the last good checkpoint is kept in {run_dir}/checkpoint. "
-                        f"The learning rate {lr:g} is probably too high: rerun with a lower --lr"
-                    )
-                # Each micro-batch's mean loss weighs equally within the optimizer step.
-                (loss / len(group)).backward()
-                st.sum_loss += loss.item() * len(idx)
-                st.n_correct += int((logits.argmax(-1) == y).sum().item())
-                st.n_seen += len(idx)
+            where = f"epoch {epoch + 1}, step {step + 1}"
+            loss_sum, correct = step_gradients(
+                top, train_store, y_train, groups[step], world=world, where=where
+            )
+            n_step = sum(len(idx) for idx in groups[step])
+            # Checked on the global sum, before the update: every rank stops together.
+            if not math.isfinite(loss_sum):
+                raise TrainingError(
+                    f"the training loss became {loss_sum / n_step} at {where}; the last good "
+                    f"checkpoint is kept in {run_dir / CHECKPOINT_DIR}. The learning rate "
+                    f"{lr:g} is probably too high: rerun with a lower --lr"
+                )
+            st.sum_loss += loss_sum
+            st.n_correct += correct
+            st.n_seen += n_step
             optimizer.step()
             st.step, st.global_step = step + 1, st.global_step + 1
             bar.update(1)
             bar.set_postfix(loss=f"{st.sum_loss / st.n_seen:.4f}")
-            if checkpoint_every and st.step % checkpoint_every == 0 and st.step < len(groups):
+            every = config.checkpoint_every
+            if every and st.step % every == 0 and st.step < len(groups):
                 st.epoch_seconds = time.perf_counter() - started
                 checkpoint(None, f"after epoch {epoch + 1}, step {st.step}")
         bar.close()
 
-        val_loss, val_preds = evaluate(model, spec, stores["val"], targets["val"])
+        val = evaluate(model, spec, stores["val"], targets["val"], world=world)
+        val_loss, val_acc = val.loss, val.accuracy
         if val_loss is not None and not math.isfinite(val_loss):
             raise TrainingError(
                 f"the validation loss became {val_loss} after epoch {epoch + 1}; the last good "
                 f"checkpoint is kept. Rerun with a lower --lr (now {lr:g})"
             )
-        n_val = len(stores["val"])
-        val_acc = (
-            sum(int(p == t) for p, t in zip(val_preds, targets["val"].tolist(), strict=True))
-            / n_val
-            if n_val
-            else None
-        )
         record = {
             "epoch": epoch + 1,
             "train_loss": st.sum_loss / st.n_seen if st.n_seen else None,
@@ -252,7 +357,7 @@ def fit(
             st.bad_epochs += 1
         st.epoch, st.step = epoch + 1, 0
         st.sum_loss, st.n_correct, st.n_seen, st.epoch_seconds = 0.0, 0, 0, 0.0
-        if early_stopping is not None and st.bad_epochs >= early_stopping:
+        if config.early_stopping is not None and st.bad_epochs >= config.early_stopping:
             st.finished = True
             st.stop_reason = f"early stopping: no lower validation loss for {st.bad_epochs} epochs"
         elif st.epoch >= epochs:

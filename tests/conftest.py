@@ -60,7 +60,7 @@ def build_tiny_export(out_dir: Path, *, int8_scheme: str = "auto") -> Path:
         quantize=True,
         overwrite=True,
         int8_scheme=int8_scheme,
-        calibration_data=None if int8_scheme == "auto" else CALIBRATION_TEXTS,
+        calibration_texts=None if int8_scheme == "auto" else CALIBRATION_TEXTS,
         extra={"preset": "gpt2-tiny", "seed": TINY_SEED},
     )
     return out_dir

@@ -3,6 +3,7 @@ run by hand: see benchmarks/README.md). No model is built here; the whole file t
 
 from __future__ import annotations
 
+import argparse
 import json
 import subprocess
 import sys
@@ -15,6 +16,7 @@ BENCH_DIR = Path(__file__).resolve().parents[1] / "benchmarks"
 sys.path.insert(0, str(BENCH_DIR))
 
 import bench_coldstart  # noqa: E402
+import bench_ddp  # noqa: E402
 import bench_inference  # noqa: E402
 import common  # noqa: E402
 
@@ -186,3 +188,57 @@ def test_bench_cuda_fails_fast_without_cuda() -> None:
     assert proc.returncode == 2
     assert "onnxruntime cannot run on CUDA here" in proc.stderr
     assert "--allow-cpu" in proc.stderr
+
+
+def test_preset_config_names_each_library_its_way() -> None:
+    assert common.preset_config("gpt2", "ch04") == {  # the book's GPT_CONFIG_124M, qkv_bias on
+        "vocab_size": 50257,
+        "context_length": 1024,
+        "emb_dim": 768,
+        "n_layers": 12,
+        "n_heads": 12,
+        "qkv_bias": True,
+    }
+    from transformers import GPT2Config
+
+    cfg = GPT2Config(**common.preset_config("gpt2-tiny", "hf"))
+    assert (cfg.n_positions, cfg.n_embd, cfg.n_layer, cfg.n_head) == (512, 128, 2, 4)
+    assert (cfg.vocab_size, cfg.layer_norm_epsilon) == (50257, 1e-5)
+
+
+def test_int_list_parses_comma_separated_positive_integers() -> None:
+    assert common.int_list("1, 32,128,") == [1, 32, 128]
+    for bad in ("", "1,x", "0,2", "-1"):
+        with pytest.raises(argparse.ArgumentTypeError, match="positive integers"):
+            common.int_list(bad)
+
+
+@pytest.mark.parametrize("name", [None, "custom"])
+def test_run_program_measures_in_a_temp_dir_and_writes_the_result(
+    tmp_path: Path, name: str | None
+) -> None:
+    seen: list[Path] = []
+
+    def measure(args: argparse.Namespace, work: Path) -> tuple[str, dict]:
+        assert work.is_dir()
+        seen.append(work)
+        return "default", {"x": 1}
+
+    args = argparse.Namespace(work_dir=None, out=tmp_path, name=name)
+    assert common.run_program(args, measure, prefix="demo_") == 0
+    assert json.loads((tmp_path / f"{name or 'default'}.json").read_text()) == {"x": 1}
+    assert seen[0].name.startswith("demo_") and not seen[0].exists()
+    kept = tmp_path / "kept"
+    common.run_program(
+        argparse.Namespace(work_dir=kept, out=tmp_path, name=None), measure, prefix=""
+    )
+    assert seen[1] == kept and kept.is_dir()
+
+
+def test_ddp_balance_is_mean_over_max_rank_work() -> None:
+    # One batch of 4 distinct lengths on 2 ranks: owners alternate along the length order,
+    # rank 0 gets lengths 1 and 3 (work 2 x 3), rank 1 gets 2 and 4 (work 2 x 4).
+    out = bench_ddp.balance([4, 1, 3, 2], 4, 2, epochs=1)
+    assert out == {"global_batch": 4, "world": 2, "balance": 0.875, "steps": 1, "empty_shares": 0}
+    lonely = bench_ddp.balance([5], 1, 2, epochs=1)  # rank 1 owns nothing
+    assert (lonely["balance"], lonely["empty_shares"]) == (0.5, 1)

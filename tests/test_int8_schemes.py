@@ -13,7 +13,8 @@ ort = pytest.importorskip("onnxruntime")
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
 from clf_export.errors import ExportError  # noqa: E402
-from clf_export.quantize import fold_weight_transforms, quantize_int8  # noqa: E402
+from clf_export.fusions import fold_weight_transforms  # noqa: E402
+from clf_export.quantize import quantize_int8  # noqa: E402
 from clf_export.rowwise_int8 import quantize_rowwise_int8  # noqa: E402
 from clf_export.static_int8 import (  # noqa: E402
     INT8_SCHEMES,

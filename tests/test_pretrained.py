@@ -402,6 +402,8 @@ def test_offline_name_not_in_cache_says_how_to_supply_it(tmp_path):
     assert "gpt2 is not in the Hugging Face cache" in msg
     assert str(tmp_path / "hf_home" / "hub") in msg and "offline" in msg
     assert "--weights DIR" in msg and "--weights FILE.pth" in msg
+    # ... and the way that needs no weights at all (issue 14)
+    assert "--init random --model gpt2-mini --trainable all" in msg
 
 
 @pytest.mark.parametrize("repo_dir", ["models--openai-community--gpt2", "models--gpt2"])

@@ -199,7 +199,7 @@ def test_crash_while_writing_final_files_is_resumable(
     data, expected = reference
     out = tmp_path / "run"
 
-    def crash(*args: object) -> None:
+    def crash(*args: object, **kwargs: object) -> None:
         raise Boom("simulated kill after metrics.json, before the plots")
 
     monkeypatch.setattr("clf_train.api.plot_history", crash)
@@ -212,3 +212,36 @@ def test_crash_while_writing_final_files_is_resumable(
     result = train(TrainConfig(resume=str(out), progress=False))
     assert result.metrics == expected
     assert (out / "config.json").is_file() and not (out / "checkpoint").exists()
+
+
+def test_run_killed_during_setup_says_to_start_again(
+    reference: tuple[Path, dict],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    data, expected = reference
+    out = tmp_path / "run"
+
+    def killed(*args: object) -> None:
+        raise KeyboardInterrupt  # the run dir and its split files exist, setup.json does not
+
+    monkeypatch.setattr("clf_train.api.write_setup", killed)
+    assert main(flags(data, out)) == 130
+    err = capsys.readouterr().err
+    assert (
+        "interrupted during setup" in err and "run the same command again with --overwrite" in err
+    )
+    assert "--resume" not in err
+    monkeypatch.undo()
+    assert (out / "split").is_dir() and not (out / "checkpoint" / "setup.json").exists()
+
+    assert main(["--resume", str(out), "--no-progress"]) == 1
+    err = capsys.readouterr().err
+    assert "it is not an interrupted clf-train run" not in err
+    assert "setup was interrupted, so training never reached its first checkpoint" in err
+    assert f"clf-train ... --out {out} --overwrite" in err
+
+    # The advice works: the same flags with --overwrite give the uninterrupted run's metrics.
+    assert main([*flags(data, out), "--overwrite"]) == 0
+    assert json.loads((out / "metrics.json").read_text()) == expected

@@ -10,8 +10,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from clf_runtime import Classifier
-from clf_runtime.batching import tokenize
-from clf_runtime.tokenizer import encode_batch
 
 # Any code point, lone surrogates included (category Cs), plus a few adversarial fragments.
 _text = st.one_of(
@@ -46,10 +44,3 @@ def test_random_texts_alone_equal_batched(clf: Classifier, texts: list[str]) -> 
     np.testing.assert_allclose(batched.astype(np.float64).sum(axis=1), 1.0, atol=1e-6, rtol=0)
     alone = np.concatenate([clf.predict_proba([t]) for t in texts])
     np.testing.assert_allclose(batched, alone, atol=1e-5, rtol=0)
-
-
-@settings(max_examples=50, deadline=None)
-@given(text=st.text(alphabet=st.characters(codec=None), max_size=400), max_length=st.integers(1, 8))
-def test_cut_tokenization_equals_full(text: str, max_length: int) -> None:
-    # The head-preserving character cut never changes the kept tokens.
-    assert tokenize([text], max_length) == encode_batch([text], max_length=max_length)

@@ -59,6 +59,7 @@ def tiny_config(tmp_path: Path, out: str = "run", **kw: object) -> TrainConfig:
         "label_col": "topic",
         "model": "gpt2-tiny",
         "init": "random",
+        "trainable": "last-block",  # exercises the frozen-part cache (random init's default: all)
         "epochs": 2,
         "threads": 1,
         "progress": False,
@@ -207,3 +208,70 @@ def test_bf16_frozen_cache_is_close_to_fp32() -> None:
         out[dtype] = forward_top(model, spec, *store["t"].batch(range(len(TEXTS))))
     diff = (out[torch.float32] - out[torch.bfloat16]).abs().max().item()
     assert 0 < diff < 0.02  # bf16 is really used, and stays close
+
+
+def test_fit_refuses_an_unresolved_config(tmp_path: Path) -> None:
+    from clf_train.trainer import fit
+
+    model = _tiny_model()
+    spec = apply_trainable(model, 1)
+    store = build_store(model, spec, {"train": [[1, 2]], "val": [[3]]}, device=torch.device("cpu"))
+    targets = {"train": torch.tensor([0]), "val": torch.tensor([1])}
+    unresolved = tiny_config(tmp_path, epochs=None)
+    assert unresolved.epochs is None and unresolved.lr is None
+    with pytest.raises(ValueError, match=r"resolved config .*config\.resolved\(\)"):
+        fit(model, spec, store, targets, unresolved, run_dir=tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+    state, _ = fit(model, spec, store, targets, unresolved.resolved(), run_dir=tmp_path / "run")
+    assert state.finished and len(state.history) == 5  # 5: the resolved default for --init random
+
+
+def test_random_init_trains_everything_by_default(tmp_path: Path) -> None:
+    result = train(tiny_config(tmp_path, trainable=None, epochs=1))
+    assert result.config.trainable == "all"
+    history = json.loads((tmp_path / "run" / "history.json").read_text())
+    assert history["frozen_part"] == {"mode": "ids", "start_block": 0, "cached": False}
+    assert not any("--trainable" in w for w in result.warnings)
+    # An explicit frozen part with a random init trains, but says how to do better.
+    result = train(tiny_config(tmp_path, out="run2", trainable="head", epochs=1))
+    assert any("Pass --trainable all" in w for w in result.warnings)
+
+
+def test_plots_have_a_title_integer_epochs_and_the_kept_epoch_marked(tmp_path: Path) -> None:
+    from clf_train.plots import history_figure, plot_history
+
+    history = [
+        {"epoch": e, "train_loss": 1 / e, "val_loss": v, "train_accuracy": 0.5, "val_accuracy": 0.6}
+        for e, v in ((1, 0.9), (2, 0.4), (3, 0.7))
+    ]
+    fig = history_figure(history, "loss", ylabel="loss", best_epoch=2, title="loss: run-a")
+    (ax,) = fig.axes
+    assert ax.get_title() == "loss: run-a"
+    best = [line for line in ax.get_lines() if line.get_label().startswith("best epoch")]
+    assert [line.get_label() for line in best] == ["best epoch 2 (weights kept)"]
+    assert list(best[0].get_xdata()) == [2, 2]
+    ticks = ax.xaxis.get_major_locator().tick_values(1, 3)
+    assert [t for t in ticks if 1 <= t <= 3] == [1, 2, 3]  # whole epochs: no 1.5, 2.5
+    unmarked = history_figure(history, "loss", ylabel="loss")
+    assert not any(line.get_label().startswith("best") for line in unmarked.axes[0].get_lines())
+    (tmp_path / "run-a").mkdir()
+    paths = plot_history(tmp_path / "run-a", history, best_epoch=2)
+    assert [p.name for p in paths] == ["loss.png", "accuracy.png"]
+    assert all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in paths)
+
+
+def test_train_marks_its_best_epoch_in_the_plots(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import clf_train.api as api
+
+    seen: dict[str, object] = {}
+    real = api.plot_history
+
+    def spy(run_dir: Path, history: list, **kwargs: object) -> list[Path]:
+        seen.update(kwargs)
+        return real(run_dir, history, **kwargs)
+
+    monkeypatch.setattr(api, "plot_history", spy)
+    result = train(tiny_config(tmp_path, epochs=2))
+    assert result.best_epoch in (1, 2) and seen == {"best_epoch": result.best_epoch}
