@@ -323,7 +323,6 @@ def classifier_engine(
         return clf.run_logits(ids, lengths)
 
     opts = clf._session.get_session_options()  # a benchmark may look inside
-    threads = opts.intra_op_num_threads
     return Engine(
         name,
         clf.metadata.precision,
@@ -341,11 +340,6 @@ def classifier_engine(
                 "enable_cpu_mem_arena": opts.enable_cpu_mem_arena,
                 "enable_mem_pattern": opts.enable_mem_pattern,
                 "intra_op_allow_spinning": _config_entry(opts, "session.intra_op.allow_spinning"),
-                "several_batches": (
-                    f"{threads} workers sharing one session with 1 intra-op thread"
-                    if threads > 1 and clf.provider != "CUDAExecutionProvider"
-                    else "one after another"
-                ),
             },
             **info,
         },

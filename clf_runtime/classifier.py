@@ -3,22 +3,12 @@
 Torch-free: onnxruntime runs the exported graph, :mod:`clf_runtime.tokenizer` tokenizes and
 :mod:`clf_runtime.batching` batches. One :class:`Classifier` may be shared by many threads:
 ``InferenceSession.run`` is thread-safe and every call keeps its state in local variables.
-
-A call that makes one batch runs it on the session with ``threads`` intra-op threads (one
-text: lowest latency). A call that makes several batches on CPU runs them side by side
-instead, each on one core: ``threads`` workers share a second session with one intra-op thread
-(created on the first such call), so no operator waits for its slowest thread and the small
-ones do not run on one core while the others idle. Batches start longest first, so the last
-one to finish is short. Results are the same either way: a text's result does not depend on
-its batch mates, nor on the session that ran it.
 """
 
 from __future__ import annotations
 
 import os
-import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,7 +17,6 @@ import onnxruntime as ort
 
 from .batching import (
     CHUNK_SIZE,
-    Batch,
     check_batch_limits,
     iter_text_chunks,
     pad_batch,
@@ -37,7 +26,7 @@ from .batching import (
 from .contract import INPUT_IDS, LENGTHS, LOGITS
 from .errors import ClassifierError
 from .metadata import ModelMetadata
-from .session import CUDA, open_session, single_thread_session
+from .session import CUDA, open_session
 from .tokenizer import encode_batch
 
 __all__ = ["Classifier", "Prediction", "run_with_io_binding"]
@@ -86,21 +75,12 @@ class Classifier:
     """
 
     def __init__(
-        self,
-        session: ort.InferenceSession,
-        metadata: ModelMetadata,
-        model_path: Path,
-        *,
-        spin: bool = True,
+        self, session: ort.InferenceSession, metadata: ModelMetadata, model_path: Path
     ) -> None:
         self._session = session
-        self._spin = spin
         self._metadata = metadata
         self._model_path = model_path
         self._provider = session.get_providers()[0]
-        self._threads = session.get_session_options().intra_op_num_threads or os.cpu_count() or 1
-        self._workers: tuple[ThreadPoolExecutor, ort.InferenceSession] | None = None
-        self._workers_lock = threading.Lock()
         self._device_id = 0
         if self._provider == CUDA:
             options = session.get_provider_options().get(CUDA, {})
@@ -129,7 +109,7 @@ class Classifier:
         session, metadata, file = open_session(
             path, providers=providers, threads=threads, precision=precision, spin=spin
         )
-        return cls(session, metadata, file, spin=spin)
+        return cls(session, metadata, file)
 
     @property
     def labels(self) -> tuple[str, ...]:
@@ -170,16 +150,6 @@ class Classifier:
             )
         return self._session.run([LOGITS], {INPUT_IDS: input_ids, LENGTHS: lengths})[0]
 
-    def _batch_workers(self) -> tuple[ThreadPoolExecutor, ort.InferenceSession]:
-        """``threads`` worker threads and the one-intra-op-thread session they share."""
-        with self._workers_lock:
-            if self._workers is None:
-                self._workers = (
-                    ThreadPoolExecutor(self._threads, thread_name_prefix="clf-batch"),
-                    single_thread_session(self._model_path, spin=self._spin),
-                )
-            return self._workers
-
     def _proba_chunk(
         self,
         texts: list[str],
@@ -190,39 +160,17 @@ class Classifier:
         tokens = encode_batch(texts, max_length=self._metadata.max_length)
         lengths = np.fromiter((len(t) for t in tokens), dtype=np.int64, count=len(tokens))
         out = np.empty((len(texts), len(self.labels)), dtype=np.float32)
-        plan = plan_batches(lengths, batch_size=batch_size, max_batch_tokens=max_batch_tokens)
-        pad = self._metadata.pad_token_id
-
-        def store(batch: Batch, logits: np.ndarray) -> None:  # logits (B, C)
+        for index in plan_batches(
+            lengths, batch_size=batch_size, max_batch_tokens=max_batch_tokens
+        ):
+            batch = pad_batch(tokens, index, self._metadata.pad_token_id)
+            logits = self.run_logits(batch.input_ids, batch.lengths)  # (B, C)
             if not np.isfinite(logits).all():
                 raise ClassifierError(
-                    f"the model produced non-finite logits for a batch of {len(batch.index)} "
-                    f"texts ({self._metadata.precision} on {self._provider}); try "
-                    "precision='fp32'"
+                    f"the model produced non-finite logits for a batch of {len(index)} texts "
+                    f"({self._metadata.precision} on {self._provider}); try precision='fp32'"
                 )
             out[batch.index] = softmax(logits)  # unsort: rows go back to their input positions
-
-        if len(plan) > 1 and self._threads > 1 and self._provider != CUDA:
-            pool, session = self._batch_workers()
-
-            def run(index: np.ndarray) -> None:
-                batch = pad_batch(tokens, index, pad)
-                feeds = {INPUT_IDS: batch.input_ids, LENGTHS: batch.lengths}
-                store(batch, session.run([LOGITS], feeds)[0])
-
-            # Longest batches first (the plan is in ascending length), so the last to end is
-            # short; every worker's exception is re-raised here, and progress is reported from
-            # this thread.
-            order = sorted(plan, key=lambda i: len(i) * int(lengths[i].max()), reverse=True)
-            futures = {pool.submit(run, index): len(index) for index in order}
-            for future in as_completed(futures):
-                future.result()
-                if on_batch is not None:
-                    on_batch(futures[future])
-            return out
-        for index in plan:
-            batch = pad_batch(tokens, index, pad)
-            store(batch, self.run_logits(batch.input_ids, batch.lengths))
             if on_batch is not None:
                 on_batch(len(index))
         return out

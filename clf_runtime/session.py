@@ -44,7 +44,6 @@ __all__ = [
     "resolve_providers",
     "run_logits",
     "session_options",
-    "single_thread_session",
 ]
 
 CPU = "CPUExecutionProvider"
@@ -393,12 +392,6 @@ def create_session(
             f"onnxruntime could not load {str(path)!r}: {e}. The file is truncated, corrupt or "
             "not an ONNX model; export it again with `clf-export`."
         ) from e
-
-
-def single_thread_session(path: Path, *, spin: bool = True) -> ort.InferenceSession:
-    """A CPU session on ``path`` with one intra-op thread, for running several batches side by
-    side (one per core); ``path`` was already checked by :func:`open_session`."""
-    return create_session(path, providers=[CPU], threads=1, spin=spin)
 
 
 def open_session(

@@ -437,38 +437,6 @@ def test_non_finite_logits_are_reported(fp32: Classifier, monkeypatch: pytest.Mo
         fp32.predict_proba(["a"])
 
 
-@pytest.mark.parametrize("precision", ["fp32", "int8"])
-def test_several_batches_run_side_by_side_with_the_same_results(
-    tiny_export_dir: Path, precision: str
-) -> None:
-    two = Classifier.load(tiny_export_dir, providers="cpu", threads=2, precision=precision)
-    texts = [TEXTS[i % len(TEXTS)] + " x" * (i % 9) for i in range(30)]
-    alone = np.concatenate([two.predict_proba([t]) for t in texts])  # one batch: no workers
-    assert two._workers is None
-    together = two.predict_proba(texts, batch_size=4)  # 8+ batches on 2 workers
-    assert two._workers is not None
-    assert two._workers[1].get_session_options().intra_op_num_threads == 1
-    np.testing.assert_allclose(together, alone, atol=1e-5, rtol=0)
-    one = Classifier.load(tiny_export_dir, providers="cpu", threads=1, precision=precision)
-    np.testing.assert_array_equal(one.predict_proba(texts, batch_size=4), together)
-    assert one._workers is None  # one thread: batches run one after another
-
-
-def test_non_finite_logits_from_a_worker_are_reported(
-    tiny_export_dir: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    import clf_runtime.classifier as classifier
-
-    class NanSession:
-        def run(self, names: list[str], feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
-            return [np.full((len(feeds["lengths"]), 3), np.nan, dtype=np.float32)]
-
-    monkeypatch.setattr(classifier, "single_thread_session", lambda path, spin: NanSession())
-    two = Classifier.load(tiny_export_dir, providers="cpu", threads=2)
-    with pytest.raises(ClassifierError, match="non-finite"):
-        two.predict_proba(TEXTS, batch_size=2)
-
-
 def test_io_binding_path_on_cpu(fp32: Classifier) -> None:
     # The CUDA code path, run on the CPU device so it is exercised without a GPU.
     tokens = encode_batch(TEXTS, max_length=TINY_MAX_LENGTH)
