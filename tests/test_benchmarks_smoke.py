@@ -1,5 +1,6 @@
 """Cheap checks of the benchmark programs' helpers (the benchmarks themselves are programs,
-run by hand: see benchmarks/README.md). No model is built here; the whole file takes seconds."""
+run by hand: see benchmarks/README.md). No model is built here (the profiler test reads the
+suite's shared tiny export); the whole file takes seconds."""
 
 from __future__ import annotations
 
@@ -242,3 +243,46 @@ def test_ddp_balance_is_mean_over_max_rank_work() -> None:
     assert out == {"global_batch": 4, "world": 2, "balance": 0.875, "steps": 1, "empty_shares": 0}
     lonely = bench_ddp.balance([5], 1, 2, epochs=1)  # rank 1 owns nothing
     assert (lonely["balance"], lonely["empty_shares"]) == (0.5, 1)
+
+
+def test_profile_ops_splits_kernel_time_by_op_type(tiny_export_dir: Path) -> None:
+    import profile_ops
+
+    from clf_runtime.tokenizer import encode_batch
+
+    tokens = encode_batch(["ok", "see you at lunch?", "WINNER!! claim your prize now"] * 3)
+    batches = profile_ops._batches(tokens, 4)
+    assert [len(lengths) for _, lengths in batches] == [4, 4, 1]
+    assert all(np.all(np.diff(lengths) >= 0) for _, lengths in batches)  # sorted by length
+    ids, lengths = batches[0]
+    assert ids.shape == (4, lengths.max()) and ids[0, lengths[0] :].tolist() == [50256] * (
+        lengths.max() - lengths[0]
+    )
+    r = profile_ops.profile_model(tiny_export_dir / "model.int8.onnx", batches, threads=1, warmup=1)
+    assert r["calls"] == 3 and r["graph_nodes"] > 0
+    assert "MatMulIntegerToFloat" in r["kernel_ms_per_op_type"]
+    assert r["kernel_ms_total"] > 0
+    assert r["matrix_share_of_kernel_time"] + r["outside_matrix_share_of_kernel_time"] == (
+        pytest.approx(1.0, abs=1e-3)
+    )
+
+
+def test_profile_ops_feeds_optimum_graphs_a_mask() -> None:
+    import profile_ops
+
+    class Inputs:
+        def __init__(self, *names: str) -> None:
+            self.names = names
+
+        def get_inputs(self) -> list:
+            return [type("I", (), {"name": n})() for n in self.names]
+
+    ids = np.array([[5, 6, 7], [8, 50256, 50256]])
+    lengths = np.array([3, 1])
+    feeds = profile_ops._feeds(Inputs("input_ids", "attention_mask", "position_ids"), ids, lengths)
+    assert feeds["attention_mask"].tolist() == [[1, 1, 1], [1, 0, 0]]
+    assert feeds["position_ids"].tolist() == [[0, 1, 2], [0, 1, 2]]
+    assert set(profile_ops._feeds(Inputs("input_ids", "lengths"), ids, lengths)) == {
+        "input_ids",
+        "lengths",
+    }
