@@ -130,7 +130,8 @@ def run_eval_set(run_dir: Path, options: ExportOptions) -> EvalSet | None:
 def evaluate(
     logits: Mapping[str, np.ndarray], label_ids: np.ndarray, *, reference: str = FP32
 ) -> dict[str, Any]:
-    """Accuracy per precision, and agreement / max |prob diff| of each one vs ``reference``."""
+    """Accuracy per precision, and agreement / |prob diff| (p50, p99, max) of each one vs
+    ``reference``."""
     out: dict[str, Any] = {
         "n": len(label_ids),
         "accuracy": {p: float(np.mean(x.argmax(-1) == label_ids)) for p, x in logits.items()},
@@ -140,6 +141,8 @@ def evaluate(
             cmp = compare_logits(logits[reference], x)
             out[f"{precision}_vs_{reference}"] = {
                 "argmax_agreement": cmp["argmax_agreement"],
+                "p50_abs_prob_diff": cmp["p50_abs_prob_diff"],
+                "p99_abs_prob_diff": cmp["p99_abs_prob_diff"],
                 "max_abs_prob_diff": cmp["max_abs_prob_diff"],
                 "max_abs_logit_diff": cmp["max_abs_logit_diff"],
             }

@@ -4,7 +4,8 @@ Graph contract (:mod:`clf_runtime.contract`): inputs ``input_ids`` int64 (batch,
 ``lengths`` int64 (batch), right-padded; output ``logits`` float32 (batch, num_labels);
 ``batch`` and ``sequence`` are dynamic. With ``pooling="last"`` the traced function is
 ``GPTClassifier.forward_last_only``: the last block's query, MLP, final norm and head run on
-one position per row.
+one position per row. Attention is traced as onnxruntime's ``MultiHeadAttention``
+(:mod:`clf_export.attention`): one fused fp32 op between the integer GEMMs of the int8 graph.
 
 Exporter (pinned): ``torch.onnx.export(..., dynamo=True)``. The TorchScript exporter
 (``dynamo=False``) also gives correct dynamic shapes at untraced sizes and the same
@@ -95,9 +96,15 @@ def _quiet_exporter() -> Iterator[None]:
             lg.setLevel(level)
 
 
-def _trace(model: Any, path: Path, *, opset: int) -> None:
-    """Trace ``model`` to ``path`` (tensors in ``path.data``) with dynamic batch and sequence."""
+def _trace(model: Any, path: Path, *, opset: int, fused_attention: bool = True) -> None:
+    """Trace ``model`` to ``path`` (tensors in ``path.data``) with dynamic batch and sequence.
+
+    ``fused_attention``: attention becomes onnxruntime's ``MultiHeadAttention`` (see
+    :mod:`clf_export.attention`); without it, the exporter's standard-op decomposition.
+    """
     import torch
+
+    from . import attention
 
     cfg = model.cfg
     seq = min(_TRACE_SEQUENCE, cfg.context_length)
@@ -106,8 +113,9 @@ def _trace(model: Any, path: Path, *, opset: int) -> None:
     lengths = torch.tensor([seq, max(1, seq // 2)], dtype=torch.int64)  # (B,)
     batch = torch.export.Dim("batch", min=1)
     sequence = torch.export.Dim("sequence", min=1, max=cfg.context_length)
+    patch = attention.fused_attention() if fused_attention else contextlib.nullcontext()
     try:
-        with _quiet_exporter(), torch.no_grad():
+        with _quiet_exporter(), torch.no_grad(), patch:
             torch.onnx.export(
                 _traceable(model),
                 (ids, lengths),
@@ -116,6 +124,7 @@ def _trace(model: Any, path: Path, *, opset: int) -> None:
                 output_names=[LOGITS],
                 dynamic_shapes={INPUT_IDS: {0: batch, 1: sequence}, LENGTHS: {0: batch}},
                 opset_version=opset,
+                custom_translation_table=attention.TRANSLATIONS if fused_attention else None,
                 dynamo=True,  # pinned: see the module docstring
                 external_data=True,  # one model.onnx.data, whatever the size; re-saved below
                 optimize=True,
@@ -125,34 +134,46 @@ def _trace(model: Any, path: Path, *, opset: int) -> None:
         raise ExportError(f"torch.onnx.export failed at opset {opset}: {e}") from e
 
 
+def _traced_graph(model: Any, scratch: Path, *, opset: int, fused_attention: bool) -> Any:
+    """Trace ``model`` (see :func:`_trace`) in ``scratch/trace`` and return the loaded graph,
+    weight transforms folded; the files are removed."""
+    import onnx
+
+    folder = scratch / "trace"
+    folder.mkdir()
+    try:
+        _trace(model, folder / "traced.onnx", opset=opset, fused_attention=fused_attention)
+        proto = onnx.load(str(folder / "traced.onnx"))  # external data read into memory
+    finally:
+        shutil.rmtree(folder)  # with the external data the exporter wrote beside it
+    fold_weight_transforms(proto)
+    # The exporter's value_info shape hints are optional, and onnx's file-based shape
+    # inference (run before the fp16 conversion) rejects some of them as inconsistent.
+    del proto.graph.value_info[:]
+    return proto
+
+
 def export_fp32(
     model: Any, staged: StagedModels, options: ExportOptions, *, max_length: int
 ) -> tuple[Fp32Export, Any]:
-    """Trace ``model`` (in eval mode), fold its weight transforms, fuse GELU, stage
-    ``model.onnx`` and check it against the model on the probes (:class:`ParityError`).
+    """Trace ``model`` (in eval mode, attention fused), fold its weight transforms, fuse GELU,
+    stage ``model.onnx`` and check it against the model on the probes (:class:`ParityError`).
 
-    Returns the checked graph and an onnxruntime CPU session on it. With ``options.fp16`` the
-    graph before the fusions is kept in ``staged.scratch``.
+    Returns the checked graph and an onnxruntime CPU session on it. With ``options.fp16`` a
+    second trace without the onnxruntime-only fusions is kept in ``staged.scratch``.
     """
-    import onnx
 
     with stage("trace", f"tracing to ONNX opset {options.opset}, folding, fusing, saving fp32"):
-        traced = staged.scratch / "trace"
-        traced.mkdir()
-        _trace(model, traced / "traced.onnx", opset=options.opset)
-        proto = onnx.load(str(traced / "traced.onnx"))
-        shutil.rmtree(traced)  # with the external data the exporter wrote beside it
-        fold_weight_transforms(proto)
-        # The exporter's value_info shape hints are optional, and onnx's file-based shape
-        # inference (run before the fp16 conversion) rejects some of them as inconsistent.
-        del proto.graph.value_info[:]
+        proto = _traced_graph(model, staged.scratch, opset=options.opset, fused_attention=True)
         unfused = None
         if options.fp16:
-            # fp16 is converted from the graph before the onnxruntime-only fusions; saving
-            # with external data moves the tensors out of `proto`, so it is read back then.
+            # fp16 is converted from a graph of standard ops (no MultiHeadAttention, no
+            # FastGelu): the onnxruntime-only rewrites are for its CPU kernels.
             unfused = staged.scratch / "unfused.onnx"
-            if staged.save(proto, unfused):
-                proto = onnx.load(str(unfused))
+            staged.save(
+                _traced_graph(model, staged.scratch, opset=options.opset, fused_attention=False),
+                unfused,
+            )
         fuse_tanh_gelu(proto)
         path = staged.write(proto, FP32)
         del proto

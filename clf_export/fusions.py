@@ -157,7 +157,7 @@ def fuse_tanh_gelu(model: onnx.ModelProto) -> int:
 
 
 def fold_weight_transforms(model: onnx.ModelProto) -> int:
-    """Replace Split / Transpose nodes whose inputs are all initializers by their results.
+    """Replace Split / Slice / Transpose nodes whose inputs are all initializers by their results.
 
     The exporter can leave weight-only transforms (a transposed or split weight) as nodes that
     run on every call; folded, they become plain weights that the int8 quantizer sees (it only
@@ -167,7 +167,7 @@ def fold_weight_transforms(model: onnx.ModelProto) -> int:
     inits = {t.name: t for t in graph.initializer}
     folded = 0
     for node in list(graph.node):
-        if node.op_type not in ("Split", "Transpose"):
+        if node.op_type not in ("Split", "Transpose", "Slice"):
             continue
         names = [i for i in node.input if i]
         if not names or not all(i in inits for i in names):
@@ -176,6 +176,14 @@ def fold_weight_transforms(model: onnx.ModelProto) -> int:
         attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
         if node.op_type == "Transpose":
             outs = [np.transpose(x, attrs.get("perm"))]
+        elif node.op_type == "Slice":  # opset >= 10: starts, ends[, axes[, steps]] as inputs
+            starts, ends, *rest = (numpy_helper.to_array(inits[i]) for i in node.input[1:] if i)
+            axes = rest[0] if rest else range(len(starts))
+            steps = rest[1] if len(rest) > 1 else [1] * len(starts)
+            index = [slice(None)] * x.ndim
+            for a, b, e, st in zip(axes, starts, ends, steps, strict=True):
+                index[int(a)] = slice(int(b), int(e), int(st))
+            outs = [x[tuple(index)]]
         else:
             axis = int(attrs.get("axis", 0))
             if len(node.input) > 1 and node.input[1]:

@@ -23,9 +23,10 @@ from pathlib import Path
 from typing import Any
 
 from clf_runtime._version import __version__
+from clf_runtime.contract import TRAIN, split_file
 from clf_runtime.metadata import ModelMetadata
 from clf_runtime.paths import OutputPathError, check_output_path
-from clf_runtime.tokenizer import END_OF_TEXT_ID, TOKENIZER_NAME
+from clf_runtime.tokenizer import END_OF_TEXT_ID, TOKENIZER_NAME, encode_batch
 
 from .errors import ExportError
 from .evaluation import EvalSet, evaluate_sessions, read_labelled_file, run_eval_set
@@ -33,6 +34,7 @@ from .fp16 import export_fp16
 from .fp32 import EXPORTER, EXPORTER_WHY, export_fp32
 from .merge import merge_for_export
 from .options import (
+    CALIBRATION_TEXTS,
     DEFAULT_MAX_LENGTH,
     FP16,
     FP32,
@@ -86,6 +88,7 @@ def export_model(
     *,
     pooling: str | None = None,
     eval_set: EvalSet | None = None,
+    calibration_texts: Sequence[str] | None = None,
     source: Mapping[str, Any] | None = None,
     extra: Mapping[str, Any] | None = None,
     **changes: Any,
@@ -98,7 +101,9 @@ def export_model(
     A model carrying LoRA adapters (:mod:`clf_train.lora`) is merged first and the merge
     checked (``report.lora``); ``model`` itself is not changed.
     ``options.max_length`` defaults to min(256, the model's context length). The held-out
-    comparison of precisions runs on ``eval_set`` when given, else on ``options.eval_data``.
+    comparison of precisions runs on ``eval_set`` when given, else on ``options.eval_data``;
+    those held-out texts also judge the int8 schemes, whose static scales are calibrated on
+    ``calibration_texts`` (training texts; see :func:`~clf_export.quantize.quantize_int8`).
     ``pooling``, when given, must equal ``model.pooling``. ``source`` (where the model came
     from) and ``extra`` go into every file's metadata. Raises
     :class:`~clf_export.errors.ParityError` when the fp32 graph disagrees with the model, and
@@ -114,6 +119,11 @@ def export_model(
         eval_set = read_labelled_file(opts.eval_data)
     # Tokenized before the (slow) trace, so that bad evaluation data fails at once.
     eval_tokens = eval_set.tokenize(labels, max_length) if eval_set is not None else None
+    calibration_ids = (
+        encode_batch(list(calibration_texts), max_length=max_length)
+        if opts.quantize and calibration_texts
+        else None
+    )
     source = dict(source or {"kind": "model"})
     metadata = ModelMetadata(
         labels=tuple(labels),
@@ -136,8 +146,14 @@ def export_model(
             fp32, sessions[FP32] = export_fp32(traced, staged, opts, max_length=max_length)
             int8_info = fp16_info = None
             if opts.quantize:
-                with stage("int8", "quantizing to per-row int8 and checking it"):
-                    int8_info, sessions[INT8] = export_int8(staged, fp32, opts)
+                with stage("int8", "quantizing to int8, choosing the scheme, checking it"):
+                    int8_info, sessions[INT8] = export_int8(
+                        staged,
+                        fp32,
+                        opts,
+                        calibration_ids=calibration_ids,
+                        eval_ids=None if eval_tokens is None else eval_tokens.token_ids,
+                    )
             if fp32.unfused is not None:  # kept exactly when opts.fp16
                 with stage("fp16", "converting to fp16 and checking it"):
                     fp16_info, sessions[FP16] = export_fp16(staged, fp32.unfused, fp32.probes, opts)
@@ -184,10 +200,11 @@ def export_run(
     (``export_run(run, out, quantize=True)``). ``max_length`` defaults to the run's. The int8 /
     fp16 comparison runs on ``eval_data`` (a .jsonl / .csv file) when given, else on the run's
     ``split/<eval_split>.jsonl`` (which must exist), else on ``split/test.jsonl`` when the run
-    has one. Raises :class:`~clf_train.run_dir.RunDirError` for a missing or inconsistent run
-    dir, :class:`~clf_export.errors.ExportError` for everything else.
+    has one. With ``quantize``, the run's train split (when it has one) calibrates the static
+    int8 schemes. Raises :class:`~clf_train.run_dir.RunDirError` for a missing or inconsistent
+    run dir, :class:`~clf_export.errors.ExportError` for everything else.
     """
-    from clf_train.run_dir import load_run
+    from clf_train.run_dir import load_run, read_split
 
     opts = resolve_options(options, changes)
     _check_out_dir(out_dir)  # before the (slow) load
@@ -195,12 +212,16 @@ def export_run(
     # A LoRA run comes with its adapters apart: export_model merges them and checks the merge.
     with stage("load", f"reading the run {run_dir}"):
         model, run_cfg = load_run(run_dir, merge=False)
+        calibration = None
+        if opts.quantize and (run_dir / split_file(TRAIN)).is_file():
+            calibration = read_split(run_dir, TRAIN)[0][:CALIBRATION_TEXTS]  # static int8 scales
     return export_model(
         model,
         run_cfg.labels,
         out_dir,
         replace(opts, max_length=opts.max_length or run_cfg.max_length),
         eval_set=run_eval_set(run_dir, opts),
+        calibration_texts=calibration,
         source={"kind": "run_dir", "path": str(run_dir.resolve())},
         extra={"run_config": run_cfg.to_dict()},
     )

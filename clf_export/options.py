@@ -25,6 +25,7 @@ from clf_runtime.contract import FP16, FP32, INT8, POOL_LAST, SPLITS, TEST
 from .errors import ExportError
 
 __all__ = [
+    "CALIBRATION_TEXTS",
     "DEFAULT_MAX_LENGTH",
     "DEFAULT_OPSET",
     "EXTERNAL_DATA_THRESHOLD",
@@ -32,6 +33,7 @@ __all__ = [
     "FP32",
     "INT8",
     "INT8_FORMATS",
+    "INT8_SCHEMES",
     "LAST_POOLING",
     "LORA_MERGE_TOLERANCE",
     "PARITY_TOLERANCE",
@@ -59,6 +61,11 @@ EXTERNAL_DATA_THRESHOLD: Final = 2 * 1024**3 - 128 * 1024**2
 file at 2 GiB; the margin covers the graph itself)."""
 INT8_FORMATS: Final = ("auto", "u8s8", "u8s8-reduce-range")
 """``--int8-format`` choices: uint8 activations (zero point 128) x int8 weights, 8 or 7 bits."""
+INT8_SCHEMES: Final = ("static", "static-ln", "rowwise")
+"""int8 activation schemes (:mod:`clf_export.static_int8`), fastest first (fewest nodes per
+call); ``--int8-scheme`` takes these or ``auto``."""
+CALIBRATION_TEXTS: Final = 256
+"""Training texts read to calibrate static int8 scales (the first N of the run's train split)."""
 
 
 def _is_int(value: object) -> bool:
@@ -83,6 +90,9 @@ class ExportOptions:
     """--eval-data: labelled .jsonl / .csv file (text, label) for the comparison instead."""
     int8_format: str = "auto"
     """--int8-format: auto, u8s8 (8-bit weights) or u8s8-reduce-range (7-bit weights)."""
+    int8_scheme: str = "auto"
+    """--int8-scheme: auto (the fastest scheme whose held-out quality is no worse than
+    rowwise's), static, static-ln or rowwise."""
     quantize_embeddings: bool = True
     """--no-quantize-embeddings turns this off: int8 embedding tables in model.int8.onnx."""
     threads: int | None = None
@@ -110,6 +120,11 @@ class ExportOptions:
         if self.int8_format not in INT8_FORMATS:
             p.append(
                 f"--int8-format must be one of {', '.join(INT8_FORMATS)}, got {self.int8_format!r}"
+            )
+        if self.int8_scheme not in ("auto", *INT8_SCHEMES):
+            p.append(
+                f"--int8-scheme must be one of auto, {', '.join(INT8_SCHEMES)}, "
+                f"got {self.int8_scheme!r}"
             )
         if self.threads is not None and (not _is_int(self.threads) or self.threads < 1):
             p.append(f"--threads must be a positive integer, got {self.threads!r}")

@@ -174,9 +174,13 @@ def check_parity(
 
 
 def compare_logits(ref: np.ndarray, other: np.ndarray) -> dict[str, float]:
-    """Max |logit diff|, max |probability diff| and argmax agreement of ``other`` vs ``ref``."""
+    """Max |logit diff|, |probability diff| (per text: its largest over labels; p50, p99 and
+    max over texts) and argmax agreement of ``other`` vs ``ref``."""
+    per_text = np.abs(softmax(other) - softmax(ref)).max(axis=-1)  # (N,)
     return {
         "max_abs_logit_diff": float(np.max(np.abs(other - ref))),
-        "max_abs_prob_diff": float(np.max(np.abs(softmax(other) - softmax(ref)))),
+        "p50_abs_prob_diff": float(np.percentile(per_text, 50)),
+        "p99_abs_prob_diff": float(np.percentile(per_text, 99)),
+        "max_abs_prob_diff": float(np.max(per_text)),
         "argmax_agreement": float(np.mean(other.argmax(-1) == ref.argmax(-1))),
     }

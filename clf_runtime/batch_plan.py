@@ -94,7 +94,7 @@ def plan_min_cost(
     best = [0.0] * (n + 1)  # best[j]: lowest cost of rows [0, j)
     start = [0] * (n + 1)  # start[j]: first row of the last call in that plan
     for j in range(1, n + 1):
-        longest = sorted_len[j - 1]
+        longest = max(sorted_len[j - 1], 1)  # an empty row still takes a slot
         fit_rows = max(1, min(max_rows, max_tokens // longest, j))
         # Candidate calls [i, j), largest first: on equal cost the larger call wins.
         best_cost, best_start = float("inf"), j - 1

@@ -17,9 +17,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .batch_plan import plan_min_cost
 from .errors import InvalidInputError
 
 __all__ = [
+    "CALL_COST_TOKENS",
     "CHUNK_SIZE",
     "Batch",
     "batched_logits",
@@ -31,6 +33,9 @@ __all__ = [
 ]
 
 CHUNK_SIZE = 4096
+CALL_COST_TOKENS = 8
+"""Fixed cost of one model call, in padded tokens, that :func:`plan_batches` weighs against
+padding (chosen by measurement on GPT-2 small; see the README's benchmark section)."""
 
 
 def _describe(item: object) -> str:
@@ -112,25 +117,19 @@ def plan_batches(
 
     A batch has at most ``batch_size`` rows and at most ``max_batch_tokens`` padded tokens
     (rows x longest length), except that a single row longer than the budget forms its own
-    batch. Sorting is stable, so equal lengths keep their input order.
+    batch. Sorting is stable, so equal lengths keep their input order. Among the ways to cut
+    the sorted rows into such batches, the one with the fewest padded tokens plus
+    :data:`CALL_COST_TOKENS` per batch is taken (a batch is not filled to ``batch_size`` when
+    its longest row would pad the others more than another call costs; see
+    :func:`clf_runtime.batch_plan.plan_min_cost`).
     """
     check_batch_limits(batch_size, max_batch_tokens)
-    order = np.argsort(lengths, kind="stable")
-    batches: list[np.ndarray] = []
-    start = 0
-    n = len(order)
-    while start < n:
-        stop = start + 1
-        # Ascending order: the padded length of rows start..stop is lengths[order[stop - 1]].
-        while (
-            stop < n
-            and stop - start < batch_size
-            and (stop - start + 1) * int(lengths[order[stop]]) <= max_batch_tokens
-        ):
-            stop += 1
-        batches.append(order[start:stop])
-        start = stop
-    return batches
+    return plan_min_cost(
+        lengths,
+        max_rows=batch_size,
+        max_tokens=max_batch_tokens,
+        overhead_tokens=CALL_COST_TOKENS,
+    )
 
 
 def pad_batch(tokens: Sequence[Sequence[int]], index: np.ndarray, pad_id: int) -> Batch:

@@ -93,7 +93,7 @@ def encode_batch(
     if max_length is not None:
         limit = max_length * CHARS_PER_TOKEN_BOUND
         texts = [t if len(t) <= limit else t[:limit] for t in texts]
-    if len(texts) == 1 or sum(map(len, texts)) <= _INLINE_MAX_CHARS:
+    if len(texts) == 1 or num_threads <= 1 or sum(map(len, texts)) <= _INLINE_MAX_CHARS:
         ids = [enc.encode_ordinary(t) for t in texts]
     else:
         ids = enc.encode_ordinary_batch(list(texts), num_threads=num_threads)

@@ -48,10 +48,18 @@ def int8(tiny_export_dir: Path) -> Classifier:
     return Classifier.load(tiny_export_dir, providers="cpu", threads=1)
 
 
-@pytest.fixture(scope="module", params=["fp32", "int8"])
-def either(request: pytest.FixtureRequest, fp32: Classifier, int8: Classifier) -> Classifier:
-    """Both precisions: the pooling contract and thread safety hold for each."""
-    return fp32 if request.param == "fp32" else int8
+@pytest.fixture(scope="module")
+def int8_static(tiny_static_export_dir: Path) -> Classifier:
+    return Classifier.load(tiny_static_export_dir, providers="cpu", threads=1)
+
+
+@pytest.fixture(scope="module", params=["fp32", "int8", "int8-static"])
+def either(
+    request: pytest.FixtureRequest, fp32: Classifier, int8: Classifier, int8_static: Classifier
+) -> Classifier:
+    """Every precision and int8 scheme (per-row and calibrated activation scales): the
+    pooling contract and thread safety hold for each."""
+    return {"fp32": fp32, "int8": int8, "int8-static": int8_static}[request.param]
 
 
 def torch_proba(model, texts: list[str]) -> np.ndarray:
@@ -299,7 +307,8 @@ def test_predict_returns_predictions_in_order(fp32: Classifier) -> None:
 
 
 def test_padding_invariance(either: Classifier) -> None:
-    # int8 too: its activations are quantized per row (token), never per batch.
+    # int8 too: its activations are quantized per row (token) or with calibrated scales,
+    # never per batch.
     long_text = " ".join(["word"] * 59) + " end"
     assert len(encode_batch([long_text])[0]) == 60
     short = "hi"
@@ -454,10 +463,48 @@ def test_plan_batches_respects_both_limits() -> None:
     batches = plan_batches(lengths, batch_size=3, max_batch_tokens=12)
     flat = np.concatenate(batches)
     assert sorted(flat.tolist()) == list(range(len(lengths)))
-    assert [b.tolist() for b in batches] == [[1, 3, 6], [7, 4], [0], [2], [5]]
+    # Sorted lengths 1 1 2 2 3 5 9 20, cost = padded tokens + 8 per call. Filling the first
+    # batch ([1, 3, 6]: 6 padded tokens) costs more than [1, 3] (2); the rest ties between
+    # [6, 7, 4] + [0] (9 + 5) and [6, 7] + [4, 0] (4 + 10), and ties go to the larger last call.
+    assert [b.tolist() for b in batches] == [[1, 3], [6, 7], [4, 0], [2], [5]]
     for b in batches:
         assert len(b) <= 3
         assert len(b) == 1 or len(b) * lengths[b].max() <= 12
+
+
+def _best_plan_cost(lengths: list[int], batch_size: int, budget: int) -> int:
+    """Independent reference: the cheapest cut of the sorted lengths into consecutive batches
+    (padded tokens + CALL_COST_TOKENS per batch), by trying every cut."""
+    from itertools import pairwise, product
+
+    from clf_runtime.batching import CALL_COST_TOKENS
+
+    s = sorted(lengths)
+    best = None
+    for cuts in product([False, True], repeat=len(s) - 1):
+        bounds = [0] + [i + 1 for i, c in enumerate(cuts) if c] + [len(s)]
+        groups = [s[a:b] for a, b in pairwise(bounds)]
+        if any(len(g) > batch_size or (len(g) > 1 and len(g) * g[-1] > budget) for g in groups):
+            continue
+        cost = sum(len(g) * g[-1] + CALL_COST_TOKENS for g in groups)
+        best = cost if best is None else min(best, cost)
+    assert best is not None
+    return best
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_plan_batches_is_the_cheapest_cut(seed: int) -> None:
+    from clf_runtime.batching import CALL_COST_TOKENS
+
+    rng = np.random.default_rng(seed)
+    lengths = rng.integers(1, 120, size=int(rng.integers(2, 13)))
+    batch_size, budget = int(rng.integers(1, 6)), int(rng.integers(60, 400))
+    batches = plan_batches(lengths, batch_size=batch_size, max_batch_tokens=budget)
+    assert sorted(np.concatenate(batches).tolist()) == list(range(len(lengths)))
+    cost = sum(len(b) * int(lengths[b].max()) + CALL_COST_TOKENS for b in batches)
+    assert cost == _best_plan_cost(lengths.tolist(), batch_size, budget)
+    for b in batches:
+        assert len(b) <= batch_size and (len(b) == 1 or len(b) * lengths[b].max() <= budget)
 
 
 def test_pad_batch_and_softmax() -> None:

@@ -20,9 +20,17 @@ _text = st.one_of(
 )
 
 
-@pytest.fixture(scope="module", params=["model.onnx", "model.int8.onnx"])
-def clf(request: pytest.FixtureRequest, tiny_export_dir: Path) -> Classifier:
-    return Classifier.load(tiny_export_dir / request.param, providers="cpu", threads=1)
+@pytest.fixture(scope="module", params=["model.onnx", "model.int8.onnx", "static/model.int8.onnx"])
+def clf(
+    request: pytest.FixtureRequest, tiny_export_dir: Path, tiny_static_export_dir: Path
+) -> Classifier:
+    """fp32, int8 with per-row activation scales, int8 with calibrated (static) scales."""
+    folder, name = (
+        (tiny_static_export_dir, "model.int8.onnx")
+        if request.param.startswith("static/")
+        else (tiny_export_dir, request.param)
+    )
+    return Classifier.load(folder / name, providers="cpu", threads=1)
 
 
 @settings(
