@@ -53,7 +53,7 @@ _PRESET_HELP = {
     "sms-demo": "Offline demo: trains a small GPT from scratch on the balanced SMS Spam "
     "Collection. Measured (README): test accuracy 0.9533 (n=300) with the full UCI file "
     "($CLF_DATA_DIR, the cache or the download), 0.9264 (n=258) with the offline 4,862-message "
-    "copy; 527-590 s on 2 CPU cores shared with other jobs.",
+    "copy; 45-48 s on 2 quiet CPU cores.",
 }
 
 # The flags that may be given again with --resume, by argparse dest: they change how, not

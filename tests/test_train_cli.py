@@ -246,5 +246,5 @@ def test_help_and_readme_quote_the_same_sms_demo_results(capsys: pytest.CaptureF
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text("utf-8")
     for accuracy, n in quoted:
         assert f"`test: n={n} accuracy {accuracy}`" in readme
-    for seconds in re.search(r"(\d+)-(\d+) s on 2 CPU cores", help_text).groups():
+    for seconds in re.search(r"(\d+)-(\d+) s on 2 quiet CPU cores", help_text).groups():
         assert f"| {seconds} s |" in readme
