@@ -2,9 +2,11 @@
 
 GPT-2 small (seeded random weights, built as in ``bench_inference.py``), int8, N intra-op
 threads (default 2: the machine's cores), SMS texts (the balanced test split, 300 texts, real
-length mix). Three servers run side by side, each in its own process on 127.0.0.1:
+length mix). Four servers run side by side, each in its own process on 127.0.0.1:
 
 - ``on``: ``clf-serve`` as shipped (dynamic batching, ``--max-wait-ms`` 0 by default);
+- ``on-spin``: the same with ``--spin`` (onnxruntime's threads busy-wait between calls, as
+  its default does): what spinning buys on a machine the server has to itself;
 - ``off-serial``: ``clf-serve --max-batch-requests 1``: one model call per text, one at a time;
 - ``off-threadpool``: the server most people write first (``serve_naive.py``): Starlette on
   uvicorn, one ``Classifier.predict_proba`` per request in the thread pool, so concurrent
@@ -22,7 +24,7 @@ checked against offline ``predict_proba`` (max |prob diff|, label agreement). Ou
 Targets: at 64 clients, ``on`` >= 3x the texts/s of batching off and >= 80 % of offline
 throughput; at 1 client, ``on`` p50 within 1.5 ms of the direct call.
 
-Usage: ``python benchmarks/bench_serve.py --work-dir /tmp/bench/models`` (~6 min on 2 cores;
+Usage: ``python benchmarks/bench_serve.py --work-dir /tmp/bench/models`` (~11 min on 2 cores;
 ``--quick`` for a smoke run). Loopback only; every pass is bounded and the program stops by
 itself (servers are stopped with SIGTERM at the end, or on error).
 """
@@ -45,7 +47,7 @@ from bench_coldstart import ensure_export
 from loadgen import PassResult, ServerProcess, batch_stats, load_pass
 
 BENCH_DIR = Path(__file__).resolve().parent
-MODES = ("on", "off-serial", "off-threadpool")
+MODES = ("on", "on-spin", "off-serial", "off-threadpool")
 
 
 def server_commands(
@@ -56,6 +58,7 @@ def server_commands(
     common_flags = ["--threads", str(threads), "--precision", precision]
     return {
         "on": [*ours, *common_flags, "--max-wait-ms", str(max_wait_ms)],
+        "on-spin": [*ours, *common_flags, "--max-wait-ms", str(max_wait_ms), "--spin"],
         "off-serial": [*ours, *common_flags, "--max-batch-requests", "1"],
         "off-threadpool": [
             sys.executable,
@@ -110,7 +113,12 @@ def plot(payload: dict[str, Any], out_png: Path) -> Path:
 
     summary = payload["summary"]
     levels = payload["settings"]["clients"]
-    colors = {"on": "tab:green", "off-serial": "tab:blue", "off-threadpool": "tab:red"}
+    colors = {
+        "on": "tab:green",
+        "on-spin": "tab:olive",
+        "off-serial": "tab:blue",
+        "off-threadpool": "tab:red",
+    }
     fig, (lat, thr) = plt.subplots(1, 2, figsize=(11, 4.2))
     for mode in MODES:
         rows = [summary[mode][str(c)] for c in levels]
