@@ -198,10 +198,12 @@ def _first_failure(failures: list[RankExit]) -> RankExit:
     """Of ranks that failed within one poll, the one that failed first.
 
     A rank that lost a collective exits with :data:`EXIT_PEER_FAILED` *because* another one
-    died; a rank killed by a signal or failing on its own is the cause.
+    died; a rank killed by a signal or failing on its own is the cause. A signal is never a
+    consequence of another rank's failure, while an error exit may be (a peer's death can
+    surface as an error outside the collectives), so a rank killed by a signal comes first.
     """
     causes = [f for f in failures if f.returncode != EXIT_PEER_FAILED]
-    return min(causes or failures, key=lambda f: f.rank)
+    return min(causes or failures, key=lambda f: (f.returncode >= 0, f.rank))
 
 
 def _wait_any(procs: dict[int, subprocess.Popen[bytes]], timeout_s: float) -> None:

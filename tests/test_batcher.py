@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from samples import SHORT_TEXTS
 
 from clf_runtime import (
     BatchedResult,
@@ -23,11 +24,7 @@ from clf_runtime import (
 from clf_runtime.batcher import BatchRecord
 
 TEXTS = [
-    "Free entry in 2 a wkly comp to win FA Cup final tkts",
-    "ok",
-    "I'll call you later, the meeting ran long and I am still at the office with Sam",
-    "",
-    "WINNER!! As a valued network customer you have been selected to receive a prize reward",
+    *SHORT_TEXTS,
     "see you",
     "日本 café 😀 <|endoftext|> x\x00y",
     "word " * 300,  # over max_length: keeps its head, as in predict_proba

@@ -3,7 +3,6 @@ a killed rank stops the job and resumes exactly, a hung rank times out, and the 
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import random
@@ -16,6 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
+from samples import write_topic_csv
 
 from clf_runtime.tokenizer import encode_batch
 from clf_train.api import train
@@ -37,11 +37,6 @@ from clf_train.trainer import _backward_step
 
 REPO = Path(__file__).resolve().parents[1]
 TIMEOUT_S = 120  # per subprocess: a hung job fails the test instead of hanging it
-WORDS = {
-    "sport": ["goal", "match", "team", "score", "ball", "coach"],
-    "tech": ["code", "chip", "data", "cloud", "robot", "laptop"],
-    "food": ["pizza", "bread", "soup", "apple", "cheese", "pasta"],
-}
 # 57 rows -> 39 training texts. Batch 2 with 2 micro-batches per step makes every case
 # happen (checked by test_the_run_exercises_every_sharding_case): micro-batches split across
 # the ranks, a rank with two micro-batches (no_sync), a rank with nothing in a step (the
@@ -51,15 +46,7 @@ N_ROWS, BATCH, ACCUM, EPOCHS, LR = 57, 2, 2, 3, 5e-5
 
 
 def write_csv(path: Path, n: int = N_ROWS) -> Path:
-    rng = random.Random(0)
-    with path.open("w", newline="", encoding="utf-8") as fh:
-        w = csv.writer(fh)
-        w.writerow(["message", "topic"])
-        for i in range(n):
-            label = ("sport", "tech", "food")[i % 3]
-            words = " and ".join(rng.choice(WORDS[label]) for _ in range(1 + i % 5))
-            w.writerow([f"today I saw the {words}, number {i}", label])
-    return path
+    return write_topic_csv(path, n)
 
 
 def flags(data: Path) -> list[str]:
@@ -207,7 +194,7 @@ def test_killed_rank_stops_the_job_then_resume_with_two_processes_matches(
     finally:
         proc.kill()
     assert proc.returncode == 1, err[-3000:]
-    assert "rank 1 of 2 failed (killed by signal SIGKILL)" in err
+    assert "rank 1 of 2 failed (killed by signal SIGKILL)" in err, err[-3000:]
     assert f"continue with: clf-train --devices 2 --resume {out}" in err
     assert not (out / "metrics.json").exists()
     killed_at = _state(out)
@@ -360,6 +347,9 @@ def test_the_launcher_names_the_rank_that_failed_first() -> None:
     assert cause.describe() == "killed by signal SIGKILL"
     assert RankExit(2, 1).describe() == "exit code 1"
     assert _first_failure([RankExit(3, EXIT_PEER_FAILED), victim]) == victim
+    # Seen within one poll: rank 0's error exit (its peer vanished) and rank 1's SIGKILL.
+    assert _first_failure([RankExit(0, 1), cause]) == cause
+    assert _first_failure([RankExit(2, 1), RankExit(1, 2)]) == RankExit(1, 2)
 
 
 def test_devices_flag_problems_exit_2(

@@ -11,6 +11,7 @@ import pytest
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
+from samples import SHORT_TEXTS  # noqa: E402
 
 from clf_export.errors import ExportError  # noqa: E402
 from clf_export.fusions import fold_weight_transforms  # noqa: E402
@@ -28,13 +29,7 @@ from clf_runtime import Classifier  # noqa: E402
 from clf_runtime.tokenizer import encode_batch  # noqa: E402
 
 TINY_MAX_LENGTH = 64  # must match tests/conftest.py (build_tiny_export)
-TEXTS = [
-    "Free entry in 2 a wkly comp to win FA Cup final tkts",
-    "ok",
-    "I'll call you later, the meeting ran long and I am still at the office with Sam",
-    "",
-    "WINNER!! As a valued network customer you have been selected to receive a prize reward",
-]
+TEXTS = list(SHORT_TEXTS)
 
 
 def _model(nodes, inputs, outputs, inits) -> onnx.ModelProto:

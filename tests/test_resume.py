@@ -3,10 +3,8 @@ to exactly the metrics of an uninterrupted run; non-finite loss and refused conf
 
 from __future__ import annotations
 
-import csv
 import json
 import os
-import random
 import signal
 import subprocess
 import sys
@@ -14,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+from samples import write_topic_csv
 
 import clf_train.checkpoint as ckpt_mod
 from clf_train.api import train
@@ -22,23 +21,10 @@ from clf_train.cli import main
 from clf_train.config import TrainConfig
 
 REPO = Path(__file__).resolve().parents[1]
-WORDS = {
-    "sport": ["goal", "match", "team", "score", "ball", "coach"],
-    "tech": ["code", "chip", "data", "cloud", "robot", "laptop"],
-    "food": ["pizza", "bread", "soup", "apple", "cheese", "pasta"],
-}
 
 
 def write_csv(path: Path, n: int = 60) -> Path:
-    rng = random.Random(0)
-    with path.open("w", newline="", encoding="utf-8") as fh:
-        w = csv.writer(fh)
-        w.writerow(["message", "topic"])
-        for i in range(n):
-            label = ("sport", "tech", "food")[i % 3]
-            words = " and ".join(rng.choice(WORDS[label]) for _ in range(1 + i % 5))
-            w.writerow([f"today I saw the {words}, number {i}", label])
-    return path
+    return write_topic_csv(path, n)
 
 
 def flags(data: Path, out: Path) -> list[str]:

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 import pytest
+from samples import SHORT_TEXTS
 
 from clf_runtime import (
     Classifier,
@@ -29,11 +30,7 @@ TINY_LABELS = ("negative", "neutral", "positive")
 TINY_MAX_LENGTH = 64
 
 TEXTS = [
-    "Free entry in 2 a wkly comp to win FA Cup final tkts",
-    "ok",
-    "I'll call you later, the meeting ran long and I am still at the office with Sam",
-    "",
-    "WINNER!! As a valued network customer you have been selected to receive a prize reward",
+    *SHORT_TEXTS,
     "see you",
 ]
 
