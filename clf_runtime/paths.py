@@ -20,7 +20,13 @@ from typing import Literal
 from .contract import CHECKPOINT_DIR, MODEL_FILES, RUN_CONFIG_FILE, RUN_WEIGHTS_FILE
 from .errors import ClassifierError, ModelLoadError
 
-__all__ = ["DATA_SUFFIXES", "OutputPathError", "check_model_path", "check_output_path"]
+__all__ = [
+    "DATA_SUFFIXES",
+    "OutputPathError",
+    "check_model_path",
+    "check_output_path",
+    "is_run_dir",
+]
 
 DATA_SUFFIXES = (".csv", ".tsv", ".tab", ".jsonl", ".ndjson", ".json", ".txt", ".parquet")
 """Suffixes of data files: a MODEL argument with one of them is a mix-up."""
@@ -118,7 +124,8 @@ def _looks_like_text(path: Path) -> bool:
     return True
 
 
-def _is_run_dir(path: Path) -> bool:
+def is_run_dir(path: Path) -> bool:
+    """Whether ``path`` is a ``clf-train`` run directory (its config and weights or checkpoint)."""
     return (path / RUN_CONFIG_FILE).is_file() and (
         (path / RUN_WEIGHTS_FILE).is_file() or (path / CHECKPOINT_DIR).is_dir()
     )
@@ -143,7 +150,7 @@ def check_model_path(path: str | os.PathLike[str], *, data_flag: str = "--input"
     if target.is_dir():
         if any((target / name).is_file() for name in MODEL_FILES.values()):
             return target
-        if _is_run_dir(target):
+        if is_run_dir(target):
             raise ModelLoadError(
                 f"{str(target)!r} is a clf-train run directory, not an exported model: export "
                 f"it with `clf-export {target} --out DIR`, then pass DIR as the model."

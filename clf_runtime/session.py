@@ -31,6 +31,7 @@ import onnxruntime as ort
 from .contract import INPUT_IDS, INPUT_TYPES, LENGTHS, LOGITS, LOGITS_TYPE, MODEL_FILES, PRECISIONS
 from .errors import MetadataError, ModelLoadError
 from .metadata import ModelMetadata
+from .paths import is_run_dir
 from .tokenizer import TOKENIZER_NAME
 
 __all__ = [
@@ -149,6 +150,11 @@ def _choose_file(path: Path, precision: str | None, provider: str) -> Path:
         )
     if path.is_file():
         return path
+    if is_run_dir(path):  # the usual mix-up: say what to run
+        raise ModelLoadError(
+            f"{str(path)!r} is a clf-train run directory, not an exported model: export it "
+            f"with `clf-export {path} --out DIR`, then load DIR"
+        )
     present = {p: path / f for p, f in MODEL_FILES.items() if (path / f).is_file()}
     if not present:
         raise ModelLoadError(

@@ -146,6 +146,15 @@ def test_missing_path_and_empty_directory(tmp_path: Path) -> None:
         Classifier.load(tmp_path)
 
 
+def test_a_training_run_directory_is_named_with_the_export_command(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text("{}")
+    (run / "model.safetensors").write_bytes(b"")
+    with pytest.raises(ModelLoadError, match=r"is a clf-train run directory.*`clf-export .*run"):
+        Classifier.load(run)
+
+
 def test_truncated_file(tiny_export_dir: Path, tmp_path: Path) -> None:
     data = (tiny_export_dir / "model.onnx").read_bytes()
     bad = tmp_path / "model.onnx"
