@@ -286,3 +286,39 @@ def test_profile_ops_feeds_optimum_graphs_a_mask() -> None:
         "input_ids",
         "lengths",
     }
+
+
+def test_int8_schemes_bench_exports_each_scheme_and_times_it(tmp_path: Path) -> None:
+    import bench_int8_schemes
+    from conftest import TINY_LABELS, make_tiny_torch_model
+
+    from clf_train.run_dir import WEIGHTS_FILE, RunConfig, save_weights, write_split
+
+    model = make_tiny_torch_model()
+    run = tmp_path / "run"
+    run.mkdir()
+    cfg = RunConfig(model=model.cfg, labels=list(TINY_LABELS), max_length=32)
+    cfg.write(run)
+    save_weights(run / WEIGHTS_FILE, model, run_config=cfg)
+    texts = [f"message {i} " + "word " * (i % 7) for i in range(24)]
+    labels = [TINY_LABELS[i % 3] for i in range(24)]
+    for split in ("train", "val", "test"):
+        write_split(run, split, texts, labels)
+    args = argparse.Namespace(threads=1, repeats=1, single_texts=3)
+    name, payload = bench_int8_schemes.measure(args, tmp_path)
+    assert name == "int8_schemes"
+    rows = payload["schemes"]
+    assert list(rows) == list(bench_int8_schemes.SCHEMES)
+    for scheme, row in rows.items():
+        report = json.loads((tmp_path / "schemes" / scheme / "report.json").read_text())
+        assert report["int8"]["scheme"] == scheme  # forced, not chosen
+        assert row["texts_per_s"] > 0 and row["single_p50_ms"] <= row["single_p99_ms"]
+        assert 0 <= row["argmax_agreement_vs_fp32"] <= 1
+    assert rows["rowwise"]["texts_per_s_vs_rowwise"] == 1.0
+
+
+def test_int8_schemes_bench_needs_the_inference_models(tmp_path: Path) -> None:
+    import bench_int8_schemes
+
+    with pytest.raises(SystemExit, match=r"bench_inference\.py --work-dir"):
+        bench_int8_schemes.export_schemes(tmp_path)
