@@ -35,7 +35,7 @@ __all__ = [
 CHUNK_SIZE = 4096
 CALL_COST_TOKENS = 8
 """Fixed cost of one model call, in padded tokens, that :func:`plan_batches` weighs against
-padding (chosen by measurement on GPT-2 small; see the README's benchmark section)."""
+padding: a batch is closed when its next, longer row would pad the others by more than this."""
 
 
 def _describe(item: object) -> str:
