@@ -35,7 +35,7 @@ __all__ = [
 CHUNK_SIZE = 4096
 CALL_COST_TOKENS = 8
 """Fixed cost of one model call, in padded tokens, that :func:`plan_batches` weighs against
-padding: a batch is closed when its next, longer row would pad the others by more than this."""
+padding: the plan has the fewest padded tokens plus this many per call."""
 
 
 def _describe(item: object) -> str:
