@@ -162,7 +162,6 @@ def export_fp32(
     Returns the checked graph and an onnxruntime CPU session on it. With ``options.fp16`` a
     second trace without the onnxruntime-only fusions is kept in ``staged.scratch``.
     """
-
     with stage("trace", f"tracing to ONNX opset {options.opset}, folding, fusing, saving fp32"):
         proto = _traced_graph(model, staged.scratch, opset=options.opset, fused_attention=True)
         unfused = None

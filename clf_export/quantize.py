@@ -29,7 +29,7 @@ from clf_runtime.tokenizer import END_OF_TEXT_ID
 
 from .errors import ExportError
 from .options import INT8, INT8_FORMATS, ExportOptions
-from .parity import make_session
+from .parity import compare_logits, make_session
 
 if TYPE_CHECKING:
     from .fp32 import Fp32Export
@@ -99,8 +99,6 @@ def _head_nodes(graph: Any) -> list[str]:
 
 
 def _quality(ref: np.ndarray, logits: np.ndarray) -> dict[str, float]:
-    from .parity import compare_logits
-
     cmp = compare_logits(ref, logits)
     return {k: round(v, 6) for k, v in cmp.items() if k != "max_abs_logit_diff"}
 
