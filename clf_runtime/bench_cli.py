@@ -15,8 +15,9 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
+from .cli_types import int_at_least
 from .errors import ClassifierError
 
 __all__ = ["build_parser", "main"]
@@ -36,19 +37,6 @@ def _int_list(value: str) -> tuple[int, ...]:
 
 def _str_list(value: str) -> tuple[str, ...]:
     return tuple(v.strip() for v in value.split(",") if v.strip())
-
-
-def _int_at_least(low: int) -> Callable[[str], int]:
-    def parse(value: str) -> int:
-        try:
-            number = int(value)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected an integer, got {value!r}") from None
-        if number < low:
-            raise argparse.ArgumentTypeError(f"expected an integer >= {low}, got {value!r}")
-        return number
-
-    return parse
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -112,25 +100,25 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--max-texts",
-        type=_int_at_least(1),
+        type=int_at_least(1),
         default=None,
         help="use the first N texts of --texts (default: all)",
     )
     parser.add_argument(
         "--warmup",
-        type=_int_at_least(0),
+        type=int_at_least(0),
         default=3,
         help="untimed calls before each measurement (default: 3)",
     )
     parser.add_argument(
         "--repeats",
-        type=_int_at_least(1),
+        type=int_at_least(1),
         default=20,
         help="timed calls per measurement (default: 20)",
     )
     parser.add_argument(
         "--threads",
-        type=_int_at_least(1),
+        type=int_at_least(1),
         default=None,
         help="onnxruntime intra-op threads (default: every CPU)",
     )

@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from typing import IO, Any
 
 from .batching import CHUNK_SIZE
+from .cli_types import non_negative_float, positive_int
 from .contract import PRECISIONS
 from .errors import ClassifierError
 from .inputs import FORMATS, count_rows, iter_rows, read_texts
@@ -183,26 +184,6 @@ def run_predict(config: PredictConfig, stdin: IO[Any], stdout: IO[str], stderr: 
 # ----------------------------------------------------------------------------- command line
 
 
-def _positive_int(value: str) -> int:
-    try:
-        number = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value!r}") from None
-    if number < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value!r}")
-    return number
-
-
-def _non_negative_float(value: str) -> float:
-    try:
-        number = float(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {value!r}") from None
-    if not number >= 0:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {value!r}")
-    return number
-
-
 def build_parser() -> argparse.ArgumentParser:
     """The ``clf-predict`` argument parser (every flag documented with its default)."""
     parser = argparse.ArgumentParser(
@@ -265,19 +246,19 @@ def build_parser() -> argparse.ArgumentParser:
     model = parser.add_argument_group("model and speed")
     model.add_argument(
         "--batch-size",
-        type=_positive_int,
+        type=positive_int,
         default=32,
         help="most texts per model call (default: 32)",
     )
     model.add_argument(
         "--max-batch-tokens",
-        type=_positive_int,
+        type=positive_int,
         default=8192,
         help="most padded tokens (rows x longest) per model call (default: 8192)",
     )
     model.add_argument(
         "--chunk-size",
-        type=_positive_int,
+        type=positive_int,
         default=None,
         help="texts read, sorted by length and scored together; bounds memory (default: "
         f"{CHUNK_SIZE}; with --engine ray, rows per actor call: {RAY_CHUNK_SIZE})",
@@ -290,7 +271,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     model.add_argument(
         "--threads",
-        type=_positive_int,
+        type=positive_int,
         default=None,
         help="onnxruntime threads (default: every CPU; with --engine ray, threads = CPUs "
         "reserved per worker, default CPUs / workers)",
@@ -316,7 +297,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ray.add_argument(
         "--workers",
-        type=_positive_int,
+        type=positive_int,
         default=None,
         help="actors, each loading the model once (default: 1 on a local Ray, one per node on "
         "a cluster)",
@@ -334,7 +315,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ray.add_argument(
         "--gpus-per-worker",
-        type=_non_negative_float,
+        type=non_negative_float,
         default=0.0,
         help="GPUs reserved per actor, e.g. 1 (default: 0)",
     )

@@ -17,6 +17,7 @@ import os
 import sys
 from collections.abc import Sequence
 
+from ..cli_types import positive_int
 from ..contract import PRECISIONS
 from ..errors import ClassifierError
 from .config import ServeConfig
@@ -52,16 +53,6 @@ example:
 """
 
 
-def _positive_int(value: str) -> int:
-    try:
-        number = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value!r}") from None
-    if number < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value!r}")
-    return number
-
-
 def build_parser() -> argparse.ArgumentParser:
     """The ``clf-serve`` argument parser; defaults are :class:`ServeConfig`'s."""
     d = ServeConfig()
@@ -86,7 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--threads",
-        type=_positive_int,
+        type=positive_int,
         default=None,
         help="onnxruntime intra-op threads (default: every CPU; one model call runs at a time)",
     )
@@ -99,13 +90,13 @@ def build_parser() -> argparse.ArgumentParser:
     b = p.add_argument_group("batching and limits")
     b.add_argument(
         "--max-batch-tokens",
-        type=_positive_int,
+        type=positive_int,
         default=d.max_batch_tokens,
         help=f"most padded tokens (texts x longest) per model call ({d.max_batch_tokens})",
     )
     b.add_argument(
         "--max-batch-requests",
-        type=_positive_int,
+        type=positive_int,
         default=d.max_batch_requests,
         help=f"most texts per model call, from any number of requests ({d.max_batch_requests})",
     )
@@ -118,19 +109,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     b.add_argument(
         "--max-queue",
-        type=_positive_int,
+        type=positive_int,
         default=d.max_queue,
         help=f"most texts waiting for the model; beyond it 429 ({d.max_queue})",
     )
     b.add_argument(
         "--max-client-batch",
-        type=_positive_int,
+        type=positive_int,
         default=d.max_client_batch,
         help=f"most texts in one request; beyond it 413 ({d.max_client_batch})",
     )
     b.add_argument(
         "--payload-limit",
-        type=_positive_int,
+        type=positive_int,
         default=d.payload_limit,
         help=f"largest request body in bytes; beyond it 413 ({d.payload_limit})",
     )
