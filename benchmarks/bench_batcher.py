@@ -192,11 +192,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         title=f"{args.workers} threads, {len(texts)} texts, {args.preset} {args.precision}, "
         f"{args.threads} intra-op threads",
     )
-    common.print_table(
-        [{"target": k, **v} for k, v in goals.items()],
-        ["target", "value", "threshold", "met"],
-        title="targets",
-    )
+    common.print_targets(goals)
     payload = {
         "benchmark": "batcher",
         "environment": common.environment(

@@ -398,11 +398,7 @@ def _targets(
             0.995,
             ge,
         )
-    out = {}
-    for k, (v, t, op) in checks.items():
-        met = None if v is None else (v >= t if op == ge else v <= t)
-        out[k] = {"value": v, "threshold": t, "met": met}
-    return out
+    return common.judge_targets(checks)
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:

@@ -17,6 +17,7 @@ Output: ``results/int8_schemes.json``.
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -80,7 +81,7 @@ def measure(args: argparse.Namespace, work: Path) -> tuple[str, dict[str, Any]]:
         lat = common.percentiles(single[s])
         rows[s] = {
             "scheme": s,
-            "texts_per_s": round(len(texts) / sorted(whole[s])[len(whole[s]) // 2], 2),
+            "texts_per_s": round(len(texts) / statistics.median(whole[s]), 2),
             "single_p50_ms": lat["p50_ms"],
             "single_p99_ms": lat["p99_ms"],
             "argmax_agreement_vs_fp32": evaluation["argmax_agreement"],

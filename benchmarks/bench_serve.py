@@ -188,14 +188,7 @@ def targets(summary: dict[str, Any], offline: float, direct_p50: float) -> dict[
             1.5,
             "<=",
         )
-    return {
-        k: {
-            "value": v,
-            "threshold": t,
-            "met": None if v is None else (v >= t if op == ">=" else v <= t),
-        }
-        for k, (v, t, op) in checks.items()
-    }
+    return common.judge_targets(checks)
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -350,11 +343,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             ["server", "VmRSS", "VmHWM"],
             title="server memory after the run, MB",
         )
-        common.print_table(
-            [{"target": k, **v} for k, v in goals.items()],
-            ["target", "value", "threshold", "met"],
-            title="targets",
-        )
+        common.print_targets(goals)
         payload = {
             "benchmark": "serve",
             "quick": args.quick,

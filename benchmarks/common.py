@@ -304,6 +304,18 @@ def print_values(values: dict[str, Any], header: str, *, title: str) -> None:
     )
 
 
+def judge_targets(
+    checks: dict[str, tuple[float | None, float, str]],
+) -> dict[str, dict[str, Any]]:
+    """``{target: (value, threshold, ">=" or "<=")}`` -> ``{target: {"value", "threshold",
+    "met"}}``; ``met`` is None when the value could not be measured."""
+    judge = {">=": lambda v, t: v >= t, "<=": lambda v, t: v <= t}
+    return {
+        k: {"value": v, "threshold": t, "met": None if v is None else judge[op](v, t)}
+        for k, (v, t, op) in checks.items()
+    }
+
+
 def print_targets(targets: dict[str, dict[str, Any]]) -> None:
     """Print ``{target: {"value", "threshold", "met"}}`` as the "targets" table."""
     rows = [{"target": k, **v} for k, v in targets.items()]

@@ -78,17 +78,13 @@ def _feeds(session: Any, ids: np.ndarray, lengths: np.ndarray) -> dict[str, np.n
 
 
 def _batches(tokens: Sequence[Sequence[int]], size: int) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Length-sorted consecutive batches of ``size``, right-padded: (ids (B, T), lengths (B,))."""
+    """Length-sorted consecutive batches of ``size``, right-padded by the runtime's
+    :func:`~clf_runtime.batching.pad_batch`: (ids (B, T), lengths (B,))."""
+    from clf_runtime.batching import pad_batch
+
     order = np.argsort([len(t) for t in tokens], kind="stable")
-    out = []
-    for start in range(0, len(order), size):
-        rows = [tokens[i] for i in order[start : start + size]]
-        lengths = np.array([len(r) for r in rows], dtype=np.int64)
-        ids = np.full((len(rows), int(lengths.max())), PAD_ID, dtype=np.int64)
-        for k, r in enumerate(rows):
-            ids[k, : len(r)] = r
-        out.append((ids, lengths))
-    return out
+    batches = (pad_batch(tokens, order[i : i + size], PAD_ID) for i in range(0, len(order), size))
+    return [(b.input_ids, b.lengths) for b in batches]
 
 
 def profile_model(
