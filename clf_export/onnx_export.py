@@ -153,6 +153,7 @@ def export_model(
                         opts,
                         calibration_ids=calibration_ids,
                         eval_ids=None if eval_tokens is None else eval_tokens.token_ids,
+                        fp32_session=sessions[FP32],  # no second fp32 session in memory
                     )
             if fp32.unfused is not None:  # kept exactly when opts.fp16
                 with stage("fp16", "converting to fp16 and checking it"):

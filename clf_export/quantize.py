@@ -121,6 +121,7 @@ def quantize_int8(
     eval_ids: Sequence[Sequence[int]] | None = None,
     pad_token_id: int = END_OF_TEXT_ID,
     threads: int | None = None,
+    fp32_session: Any = None,
 ) -> tuple[Any, dict[str, Any]]:
     """Quantize the fp32 graph at ``fp32_path``; return the int8 ``ModelProto`` and its settings.
 
@@ -129,7 +130,9 @@ def quantize_int8(
     against the fp32 graph) is no worse than per-row ``rowwise``'s: argmax agreement no lower,
     max |prob diff| no higher. Static schemes need ``calibration_ids`` (training texts, token
     ids); without them, or without held-out texts to check them on, ``auto`` is ``rowwise``.
-    The caller adds metadata and saves the returned model (with external data when large).
+    ``fp32_session``, an onnxruntime session the caller already has on the fp32 graph, scores
+    the reference (else one is opened on ``fp32_path``). The caller adds metadata and saves
+    the returned model (with external data when large).
     """
     import onnx
 
@@ -218,18 +221,21 @@ def quantize_int8(
         else:
             assert eval_ids is not None  # candidates > 1 only with held-out texts
 
-            def held_out(graph: Any) -> np.ndarray:
-                run = functools.partial(run_logits, cpu_session(graph, threads=threads))
+            def held_out(session: Any) -> np.ndarray:
+                run = functools.partial(run_logits, session)
                 return batched_logits(run, eval_ids, pad_id=pad_token_id)
 
-            ref = held_out(fp32_path)
+            reference = fp32_session
+            if reference is None:
+                reference = cpu_session(fp32_path, threads=threads)
+            ref = held_out(reference)
             model, stats = build("rowwise")  # before smoothing: the graph as exported
-            quality["rowwise"] = _quality(ref, held_out(model))
+            quality["rowwise"] = _quality(ref, held_out(cpu_session(model, threads=threads)))
             chosen = "rowwise"
             smooth()
             for name in static:  # fastest first
                 candidate, candidate_stats = build(name)
-                quality[name] = _quality(ref, held_out(candidate))
+                quality[name] = _quality(ref, held_out(cpu_session(candidate, threads=threads)))
                 if _no_worse(quality[name], quality["rowwise"]):
                     chosen, model, stats = name, candidate, candidate_stats
                     break
@@ -305,10 +311,12 @@ def export_int8(
     *,
     calibration_ids: Sequence[Sequence[int]] | None = None,
     eval_ids: Sequence[Sequence[int]] | None = None,
+    fp32_session: Any = None,
 ) -> tuple[dict[str, Any], Any]:
     """Quantize the checked fp32 graph with ``options.int8_scheme`` (see :func:`quantize_int8`:
     ``calibration_ids`` are training texts for the static scales, ``eval_ids`` the held-out
-    texts that judge them), stage ``model.int8.onnx``, compare it with fp32 on the probes;
+    texts that judge them against ``fp32_session``, the caller's session on the fp32 graph),
+    stage ``model.int8.onnx``, compare it with fp32 on the probes;
     return its report entry and a CPU session on it.
 
     Raises :class:`ExportError` when the int8 graph answers a non-finite logit.
@@ -321,6 +329,7 @@ def export_int8(
         calibration_ids=calibration_ids,
         eval_ids=eval_ids,
         threads=options.threads,
+        fp32_session=fp32_session,
     )
     path = staged.write(proto, INT8)
     del proto

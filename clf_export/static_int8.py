@@ -140,24 +140,27 @@ def calibrate(
 
 
 def cpu_session(model: onnx.ModelProto | str | Path, *, threads: int | None = None) -> Any:
-    """An onnxruntime CPU session (:func:`clf_runtime.session.session_options`) on an in-memory
-    graph or a file. A graph too large to serialize in one piece goes through a temporary file
-    with external data."""
+    """A quiet onnxruntime CPU session on an in-memory graph or a file: a file or a graph too
+    large to serialize in one piece (saved to a temporary file with external data) goes
+    through :func:`clf_runtime.session.create_session`."""
     import onnxruntime as ort
 
-    from clf_runtime.session import QUIET, session_options
+    from clf_runtime.session import CPU, QUIET, create_session, session_options
 
-    options = session_options(threads)
-    options.log_severity_level = QUIET  # this session only: extra outputs are intentional
-    providers = ["CPUExecutionProvider"]
+    def from_file(path: str | Path) -> Any:
+        # QUIET for this session only: the extra outputs of a calibration graph are intended.
+        return create_session(path, providers=[CPU], threads=threads, log_severity_level=QUIET)
+
     if isinstance(model, (str, Path)):
-        return ort.InferenceSession(str(model), options, providers=providers)
+        return from_file(model)
     if model.ByteSize() < 2**31 - 2**26:
-        return ort.InferenceSession(model.SerializeToString(), options, providers=providers)
+        options = session_options(threads)
+        options.log_severity_level = QUIET
+        return ort.InferenceSession(model.SerializeToString(), options, providers=[CPU])
     with tempfile.TemporaryDirectory(prefix="clf_int8_") as tmp:
         path = Path(tmp) / "model.onnx"
         onnx.save_model(model, str(path), save_as_external_data=True, location="model.data")
-        return ort.InferenceSession(str(path), options, providers=providers)
+        return from_file(path)
 
 
 def layer_norm_inputs(graph: onnx.GraphProto, activations: Iterable[str]) -> set[str]:
